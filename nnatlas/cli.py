@@ -1,0 +1,93 @@
+"""The ``nnatlas`` command: list, show, draw, train, eval.
+
+Each sub-command's arguments and work live beside the code they drive (``nnatlas.inspect.cli``,
+``nnatlas.train.cli``); this file wires them and turns expected errors into one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import nnatlas
+
+# inspector: from nnatlas.inspect.cli import add_draw_parser, add_show_parser
+# training: from nnatlas.train.cli import add_eval_parser, add_train_parser
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot be used; printed as one line."""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    names = nnatlas.list_models(args.pattern)
+    if not names:
+        raise UsageError(f"no model matches {args.pattern!r}")
+    width = max(len(n) for n in names)
+    for name in names:
+        c = nnatlas.card(name)
+        params = f"{c.published_params:>13,}" if c.published_params else " " * 13
+        print(f"{name:<{width}}  {c.family:<12} {params}  {c.title}")
+    return 0
+
+
+def format_card(card: nnatlas.ModelCard) -> str:
+    """The card as aligned text lines (used by ``nnatlas show``)."""
+    lines = [f"{card.title}  ({card.name}, family {card.family})", f"task:           {card.task}"]
+    if card.paper is not None:
+        p = card.paper
+        lines.append(f"paper:          {p.authors}, \"{p.title}\", {p.venue} {p.year}. {p.link}")
+    lines.append(f"input shape:    {card.input_shape}{' (without batch)' if card.batched else ''}")
+    lines.append(f"output shape:   {card.output_shape}")
+    if card.published_params is not None:
+        lines.append(f"published params: {card.published_params:,}")
+    if card.seed is not None:
+        lines.append(f"seed:           {card.seed.file}, {card.seed.section}")
+    if card.notes:
+        lines.append("notes:          " + card.notes.strip().replace("\n", "\n                "))
+    return "\n".join(lines)
+
+
+def _cmd_show_card(args: argparse.Namespace) -> int:
+    c = nnatlas.card(args.name)
+    print(format_card(c))
+    model = nnatlas.create(args.name)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"parameters:     {total:,} ({trainable:,} trainable)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnatlas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nnatlas {nnatlas.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("show", help="print a model's card and parameter count")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_show_card)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nnatlas: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"nnatlas {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
