@@ -8,7 +8,7 @@ tested equal.
 """
 
 from nnatlas.nn.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm, RMSNorm
-# recurrent: from nnatlas.nn.recurrent import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell
+from nnatlas.nn.recurrent import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell
 # attention: from nnatlas.nn.attention import MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer
 # graph: from nnatlas.nn.graph import GCNConv
 
@@ -17,4 +17,10 @@ __all__ = [
     "BatchNorm2d",
     "LocalResponseNorm",
     "RMSNorm",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "RNN",
+    "LSTM",
+    "GRU",
 ]
