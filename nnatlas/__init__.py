@@ -11,22 +11,26 @@ from nnatlas import nn
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, UnknownModelError
 from nnatlas.registry import ModelCard, Paper, Seed, card, create, example_input, from_reference, list_models
 
-# inspector: from nnatlas.inspect import Diagram, Summary, diagram, summary
+from nnatlas.inspect import Diagram, Summary, diagram, summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Diagram",
     "ModelCard",
     "Paper",
     "ReferenceMismatchError",
     "Seed",
     "ShapeError",
+    "Summary",
     "UnknownModelError",
     "card",
     "create",
+    "diagram",
     "example_input",
     "from_reference",
     "list_models",
     "nn",
+    "summary",
 ]

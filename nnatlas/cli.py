@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import nnatlas
 
-# inspector: from nnatlas.inspect.cli import add_draw_parser, add_show_parser
-# training: from nnatlas.train.cli import add_eval_parser, add_train_parser
+from nnatlas.inspect.cli import add_draw_parser, add_show_parser
+from nnatlas.train.cli import add_eval_parser, add_train_parser
 
 
 class UsageError(ValueError):
@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("show", help="print a model's card and parameter count")
-    p.add_argument("name")
-    p.set_defaults(func=_cmd_show_card)
+    add_show_parser(sub)
+    add_draw_parser(sub)
+    add_train_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

@@ -1,1 +1,159 @@
-"""(being written)"""
+"""Graph convolutional networks for node classification (Kipf & Welling, 2017), and seed 004's GNN.
+
+Thomas N. Kipf and Max Welling, "Semi-Supervised Classification with Graph Convolutional
+Networks", ICLR 2017. The two-layer model of equation 9, sized for Cora by default:
+
+    x (N, F) node features, adjacency (N, N) dense/sparse or edge_index (2, E)
+    dropout(0.5) -> conv1: GCNConv(F, 16) -> ReLU          (N, 16)
+    dropout(0.5) -> conv2: GCNConv(16, C)                  (N, C) logits (softmax in the loss)
+
+    GCNConv: H' = D^-1/2 (A + I) D^-1/2 H W + b   (``nnatlas.nn.GCNConv``)
+
+Letters: N nodes, E edges, F input features, C classes. There is no batch dimension: the
+input is one graph (``batched=False`` on the cards). The paper also puts L2 weight decay
+5e-4 on the first layer only; that belongs to the optimiser (``model.conv1.parameters()``).
+
+``gnn`` is seed 004's ``GCNLayer``, a graph layer *without* self-loops or normalisation:
+H' = ReLU(A H W + b). Two of them, as the seed stacks them, differ from the GCN only in the
+propagation. Seed 004 errata: its GNN applies ReLU after the output layer too, which clips
+every logit at 0; here the last layer gives raw logits. Its second "GCN" feeds raw features
+through nn.Linear before the adjacency and ends in a softmax; its stacked "GCN" computes the
+normalisation Kipf & Welling describe (which is what ``gcn`` does) but applies ReLU to the
+output layer as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnatlas.errors import ConfigError, check_input
+from nnatlas.nn.graph import GCNConv, to_edge_index
+from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
+
+__all__ = ["GCNConfig", "GCN", "gcn", "gnn"]
+
+GCN_PAPER = Paper(
+    authors="Thomas N. Kipf, Max Welling",
+    title="Semi-Supervised Classification with Graph Convolutional Networks",
+    venue="ICLR",
+    year=2017,
+    link="https://arxiv.org/abs/1609.02907",
+)
+
+
+@dataclass(frozen=True)
+class GCNConfig:
+    """A two-layer graph network; defaults are Kipf & Welling's Cora model."""
+
+    in_features: int = 1433
+    hidden: int = 16
+    num_classes: int = 7
+    dropout: float = 0.5
+    normalize: bool = True  # False: seed 004's A H W, no self-loops, no normalisation
+    improved: bool = False  # A + 2I instead of A + I
+
+    def __post_init__(self) -> None:
+        for name in ("in_features", "hidden", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"GCNConfig.{name} must be a positive int; got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"GCNConfig.dropout must be in [0, 1); got {self.dropout!r}")
+        if self.improved and not self.normalize:
+            raise ConfigError("GCNConfig.improved=True needs normalize=True (it changes the self-loop weight)")
+
+
+class GCN(nn.Module):
+    """Two graph convolutions with ReLU and dropout: node features -> class logits per node."""
+
+    def __init__(self, config: GCNConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.name = "GCN" if c.normalize else "GNN"
+        layer = dict(improved=c.improved, add_self_loops=c.normalize, normalize=c.normalize)
+        self.conv1 = GCNConv(c.in_features, c.hidden, **layer)
+        self.conv2 = GCNConv(c.hidden, c.num_classes, **layer)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(
+        self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (N, F) float; adjacency (N, N) dense/sparse or edge_index (2, E) [+ edge_weight (E,)] -> logits (N, C)."""
+        check_input(x, ("N", self.config.in_features), model=self.name, name="node features x")
+        # validate the graph once, naming this model; both layers then take the edge list
+        edge_index, edge_weight = to_edge_index(adjacency, x.shape[0], edge_weight, model=self.name)
+        h = self.dropout(x)  # (N, F)
+        h = F.relu(self.conv1(h, edge_index, edge_weight))  # (N, H)
+        h = self.dropout(h)  # (N, H)
+        return self.conv2(h, edge_index, edge_weight)  # (N, C)
+
+
+# --- variants --------------------------------------------------------------------------
+
+_N_NODES, _OFFSETS = 12, (1, 3)
+
+
+def _example_graph(batch_size: int, gen: torch.Generator, in_features: int = 1433) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 12-node circulant graph (each node linked to the nodes 1 and 3 steps away, both
+    directions: 48 directed edges) with random features. Graphs have no batch; batch_size is unused."""
+    nodes = torch.arange(_N_NODES)
+    pairs = [torch.stack([nodes, (nodes + k) % _N_NODES]) for k in _OFFSETS]
+    edge_index = torch.cat([torch.cat([p, p.flip(0)], dim=1) for p in pairs], dim=1)  # (2, 48), undirected
+    x = torch.randn(_N_NODES, in_features, generator=gen)  # (N, F)
+    return x, edge_index
+
+
+_E = 2 * _N_NODES * len(_OFFSETS)
+
+
+@register_model(
+    "gcn",
+    card=ModelCard(
+        name="gcn",
+        family="gcn",
+        title="GCN (two-layer, Cora)",
+        paper=GCN_PAPER,
+        input_shape=((_N_NODES, 1433), (2, _E)),
+        output_shape=(_N_NODES, 7),
+        task="semi-supervised node classification",
+        seed=Seed("004_352144fce4abefd7.txt", "7. GCN (Graph Convolutional Network)"),
+        notes="H' = D^-1/2 (A + I) D^-1/2 H W + b per layer, hidden 16, dropout 0.5 before each layer, ReLU between, "
+        "Cora sizes (1433 features, 7 classes); 23,063 parameters. The adjacency may be dense (N, N), torch sparse "
+        "(COO/CSR) or an edge_index (2, E) with optional edge weights; each layer equals PyG's GCNConv "
+        "(nnatlas.nn.GCNConv.from_reference). Paper: weight decay 5e-4 on the first layer only, Adam lr 0.01, "
+        "200 epochs. Seed 004 errata: its stacked GCN applies ReLU to the output layer; its other GCN ends in a "
+        "softmax and applies nn.Linear before the adjacency without normalising it.",
+        batched=False,
+    ),
+    example_input=_example_graph,
+)
+def gcn(**overrides: object) -> GCN:
+    return GCN(configure(GCNConfig(), overrides))
+
+
+@register_model(
+    "gnn",
+    card=ModelCard(
+        name="gnn",
+        family="gcn",
+        title="GNN (seed 004, un-normalised)",
+        paper=None,
+        input_shape=((_N_NODES, 1433), (2, _E)),
+        output_shape=(_N_NODES, 7),
+        task="node classification",
+        seed=Seed("004_352144fce4abefd7.txt", "6. GNN"),
+        notes="Seed 004's GCNLayer, un-normalised: x = adj @ x; x = x @ W; x = x + b; ReLU, i.e. "
+        "H' = ReLU(A H W + b) with no self-loops and no degree normalisation, two layers as the seed stacks them, "
+        "no dropout. Sums over neighbours grow with the degree, which is what Kipf & Welling's normalisation fixes. "
+        "Seed erratum: the seed applies ReLU after the last layer too, clipping every logit at 0; here the last layer "
+        "returns raw logits. W is stored as lin.weight (out, in), the seed's weight transposed.",
+        batched=False,
+    ),
+    example_input=_example_graph,
+)
+def gnn(**overrides: object) -> GCN:
+    return GCN(configure(GCNConfig(normalize=False, dropout=0.0), overrides))

@@ -9,10 +9,14 @@ tested equal.
 
 from nnatlas.nn.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm, RMSNorm
 from nnatlas.nn.recurrent import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell
-# attention: from nnatlas.nn.attention import MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer
-# graph: from nnatlas.nn.graph import GCNConv
+from nnatlas.nn.attention import MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer
+from nnatlas.nn.graph import GCNConv
 
 __all__ = [
+    "GCNConv",
+    "MultiheadAttention",
+    "TransformerDecoderLayer",
+    "TransformerEncoderLayer",
     "BatchNorm1d",
     "BatchNorm2d",
     "LocalResponseNorm",

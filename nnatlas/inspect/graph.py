@@ -1,0 +1,326 @@
+"""Stage 2 of the inspector: a trace becomes a graph of nodes and edges, at a depth.
+
+Operations on the plain :class:`~nnatlas.inspect.trace.Trace`, no second run of the model:
+
+- **depth**: the boxes are the modules at that depth below the scope (the model, or one
+  block for a block diagram); plain containers (``nn.Sequential``, ``ModuleList``,
+  ``ModuleDict``) are transparent, so ResNet's ``layer1`` shows its blocks, not itself.
+- **runs**: consecutive blocks of one type, each reading the previous one's output
+  (``DenseLayer`` after ``DenseLayer``), collapse into one box ``DenseLayer x 6``.
+- **loops**: one module called again and again from the same line (a cell stepped T
+  times) is one box with a recurrent edge labelled ``x T``.
+- **edges** follow tensors from the call that made them to every call that read them, so
+  residual ``+`` and concatenations draw their skip connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nnatlas.inspect.labels import layer_title, op_title
+from nnatlas.inspect.trace import Call, Shape, Trace
+
+__all__ = ["Node", "Edge", "Graph", "build_graph", "block_scopes"]
+
+_RESHAPES = ("reshape", "view", "flatten")
+_MAX_PERIOD = 4  # a run's period: one block plus up to three operations between blocks
+
+
+@dataclass(frozen=True)
+class Node:
+    """A box of the diagram: an input, an output, a layer, a block or an operation."""
+
+    id: str
+    kind: str  # "input", "output", "layer", "block" or "op"
+    title: str
+    detail: str = ""  # hyper-parameters, written inside [...]
+    path: str = ""
+    in_shape: Shape | None = None
+    out_shape: Shape | None = None
+    repeat: int = 1  # consecutive blocks of one type collapsed into this node
+    steps: int = 1  # calls of one module from one place (a recurrent cell)
+    macs: int = 0
+    params: int = 0
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    shape: Shape | None = None
+    label: str = ""  # "x T" on the recurrent edge of a loop
+
+
+@dataclass
+class Graph:
+    """Nodes in call order and the edges between them; ``batch`` is the size drawn as ``B``."""
+
+    name: str
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    batch: int | None = None
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"graph {self.name!r} has no node {node_id!r}")
+
+
+@dataclass
+class _Unit:
+    calls: list[int]  # the calls drawn as one node
+    kind: str  # "single", "run" (consecutive blocks) or "loop" (one module stepped)
+    repeat: int = 1
+
+
+def _composite(trace: Trace, call: Call) -> bool:
+    return call.kind == "module" and bool(call.children) and not trace.modules[call.path].opaque
+
+
+def _items(trace: Trace, index: int) -> list[int]:
+    """The children of a call in call order, with plain containers opened in place."""
+    out: list[int] = []
+    for c in trace.calls[index].children:
+        call = trace.calls[c]
+        if call.kind == "module" and trace.modules[call.path].container and call.children:
+            out.extend(_items(trace, c))
+        else:
+            out.append(c)
+    return out
+
+
+def _signature(trace: Trace, call: Call) -> tuple:
+    if call.kind == "module":
+        return ("module", trace.modules[call.path].signature)
+    return ("function", call.type, call.callsite)
+
+
+def _feeds(trace: Trace, earlier: list[int], later: list[int]) -> bool:
+    """Whether any call under ``later`` reads a tensor made by a call under ``earlier``."""
+    made = {d for c in earlier for d in trace.descendants(c)}
+    return any(trace.tensors[t].producer in made for c in later for d in trace.descendants(c)
+               for t in trace.calls[d].inputs)
+
+
+def _units(trace: Trace, items: list[int]) -> list[_Unit]:
+    units: list[_Unit] = []
+    i = 0
+    while i < len(items):
+        call = trace.calls[items[i]]
+        run = _run_at(trace, items, i) if _composite(trace, call) else None
+        if run is not None:
+            period, reps = run
+            units.append(_Unit(items[i:i + period * reps], "run", reps))
+            i += period * reps
+        else:
+            units.append(_Unit([items[i]], "single"))
+            i += 1
+    # loops: one module (or one line of code) called again from the same place
+    merged: list[_Unit] = []
+    by_key: dict[tuple, _Unit] = {}
+    for unit in units:
+        call = trace.calls[unit.calls[0]]
+        key = (call.kind, call.path if call.kind == "module" else call.type, call.callsite)
+        if unit.kind == "single" and key in by_key:
+            loop = by_key[key]
+            loop.calls.append(call.index)
+            loop.kind = "loop"
+            continue
+        if unit.kind == "single":
+            by_key[key] = unit
+        merged.append(unit)
+    return merged
+
+
+def _run_at(trace: Trace, items: list[int], i: int) -> tuple[int, int] | None:
+    """(period, repetitions) of a run of distinct same-type blocks starting at ``items[i]``."""
+    sigs = [_signature(trace, trace.calls[c]) for c in items]
+    for period in range(1, _MAX_PERIOD + 1):
+        j = i + period
+        if j >= len(items) or sigs[j] != sigs[i]:
+            continue
+        if any(trace.calls[c].kind != "function" for c in items[i + 1:j]):
+            continue
+        reps = 1
+        while True:
+            start = i + reps * period
+            nxt = items[start:start + period]
+            prev = items[start - period:start]
+            if (len(nxt) < period or sigs[start:start + period] != sigs[i:i + period]
+                    or trace.calls[nxt[0]].path == trace.calls[prev[0]].path
+                    or not _feeds(trace, prev, nxt)):
+                break
+            reps += 1
+        if reps >= 2:
+            return period, reps
+        return None
+    return None
+
+
+def _channels(shape: Shape | None) -> int | None:
+    if not shape:
+        return None
+    return shape[1] if len(shape) in (4, 5) else shape[-1]  # (B, C, H, W): C; (B, T, D): D
+
+
+def _in_out(a: Shape | None, b: Shape | None) -> str:
+    ci, co = _channels(a), _channels(b)
+    if ci is None or co is None:
+        return ""
+    return f"C={ci}" if ci == co else f"In={ci}, Out={co}"
+
+
+def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: str | None = None,
+                input_ids: list[int] | None = None) -> Graph:
+    """The graph of ``trace`` below call ``scope`` (0: the whole model) down to ``depth``.
+
+    ``depth=None`` opens every block (runs and loops stay collapsed). The graph's inputs
+    are the scope's inputs; its outputs are what the scope returned.
+    """
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1 (or None for every level); got {depth}")
+    top = trace.calls[scope]
+    graph = Graph(name or (trace.name if scope == 0 else top.type), batch=trace.batch_size)
+    vis: dict[int, str] = {}  # call -> id of the node that draws it
+    inst: dict[int, int] = {}  # call -> the call at the top of its node (tells loop steps apart)
+    ids: set[str] = set()
+
+    prefix = f"{top.path}." if scope != 0 and top.path else ""
+
+    def new_id(base: str) -> str:
+        base = base.removeprefix(prefix) if prefix else base  # ids relative to the block drawn
+        base = base or "model"
+        candidate, k = base, 2
+        while candidate in ids:
+            candidate, k = f"{base}#{k}", k + 1
+        ids.add(candidate)
+        return candidate
+
+    # inputs
+    if scope == 0:
+        inputs = [(n, t) for n, t in trace.inputs]
+    else:
+        inputs = [(f"input[{k}]" if len(top.inputs) > 1 else "input", t) for k, t in enumerate(top.inputs)]
+    source: dict[int, str] = {}
+    for n, t in inputs:
+        nid = new_id(n)
+        source[t] = nid
+        graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t)))
+
+    def add(unit: _Unit) -> None:
+        first, last = trace.calls[unit.calls[0]], trace.calls[unit.calls[-1]]
+        in_shape = trace.shape(first.inputs[0]) if first.inputs else None
+        outs = [c for c in unit.calls if trace.calls[c].outputs] or unit.calls
+        last = trace.calls[outs[-1]]
+        out_shape = trace.shape(last.outputs[0]) if last.outputs else None
+        macs = sum(trace.total_macs(c) for c in unit.calls)
+        if first.kind == "function":
+            title, detail, kind = op_title(first.type), first.args, "op"
+            if first.type in _RESHAPES and out_shape is not None:
+                detail = ", ".join(str(s) for s in (out_shape[1:] if trace.batch_size else out_shape))
+            elif first.type in ("cat", "stack") and first.args:
+                title, detail = f"{title}({first.args})", ""
+            node_id = new_id(f"{first.path}:{first.type}")
+            params = 0
+        else:
+            info = trace.modules[first.path]
+            composite = _composite(trace, first)
+            kind = "block" if composite else "layer"
+            title = info.type if composite else layer_title(info.type)
+            detail = _in_out(in_shape, out_shape) if composite else info.label
+            if unit.kind == "run":
+                title = f"{title} x {unit.repeat}"
+            node_id = new_id(first.path)
+            members = {trace.calls[c].path for c in unit.calls if trace.calls[c].kind == "module"}
+            params = sum(trace.modules[p].params for p in members)
+        graph.nodes.append(Node(node_id, kind, title, detail, first.path, in_shape, out_shape,
+                                repeat=unit.repeat, steps=len(unit.calls) if unit.kind == "loop" else 1,
+                                macs=macs, params=params))
+        for c in unit.calls:
+            for d in trace.descendants(c):
+                vis[d] = node_id
+                inst[d] = c
+
+    def expand(index: int, level: int) -> None:
+        for unit in _units(trace, _items(trace, index)):
+            call = trace.calls[unit.calls[0]]
+            if unit.kind == "single" and _composite(trace, call) and (depth is None or level < depth):
+                expand(call.index, level + 1)
+            else:
+                add(unit)
+
+    if _items(trace, scope):
+        expand(scope, 1)
+    else:
+        add(_Unit([scope], "single"))
+
+    # edges, from the leaves' reads
+    seen: set[tuple[str, str]] = set()
+
+    def connect(src: str, dst: str, tid: int, label: str = "") -> None:
+        if (src, dst) not in seen:
+            seen.add((src, dst))
+            graph.edges.append(Edge(src, dst, trace.shape(tid), label))
+
+    for d in sorted(trace.descendants(scope)):  # call order, so the DOT text reads as the forward runs
+        call = trace.calls[d]
+        if call.children or d not in vis:
+            continue
+        for t in call.inputs:
+            if t in source:
+                connect(source[t], vis[d], t)
+                continue
+            producer = trace.tensors[t].producer
+            if producer is None or producer not in vis:
+                continue
+            if vis[producer] != vis[d]:
+                connect(vis[producer], vis[d], t)
+            elif inst[producer] != inst[d] and (steps := graph.node(vis[d]).steps) > 1:
+                connect(vis[d], vis[d], t, f"x {steps}")  # the same cell, the next step: the recurrent edge
+    outputs = trace.outputs if scope == 0 else [
+        (f"output[{k}]" if len(top.outputs) > 1 else "output", t) for k, t in enumerate(top.outputs)]
+    for n, t in outputs:
+        nid = new_id(n)
+        graph.nodes.append(Node(nid, "output", n, in_shape=trace.shape(t), out_shape=trace.shape(t)))
+        producer = trace.tensors[t].producer
+        if t in source:
+            connect(source[t], nid, t)
+        elif producer in vis:
+            connect(vis[producer], nid, t)
+    return graph
+
+
+def block_scopes(trace: Trace) -> list[tuple[str, int]]:
+    """One (name, call index) per distinct block type: class plus structure, first call.
+
+    A block is a module with children of its own that is neither the model, a plain
+    container nor a layer counted by a formula. Two blocks of one class that differ in
+    structure (a ``BasicBlock`` with a ``downsample`` and one without) are two types; the
+    second is named after what it has in addition (``BasicBlock_downsample``).
+    """
+    first_of_class: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    out: list[tuple[str, int]] = []
+    names: set[str] = set()
+    for call in trace.calls[1:]:
+        if not _composite(trace, call) or trace.modules[call.path].container:
+            continue
+        info = trace.modules[call.path]
+        if info.signature in seen:
+            continue
+        seen[info.signature] = call.index
+        name = info.type
+        if info.type in first_of_class:
+            base = trace.modules[first_of_class[info.type]]
+            extra = sorted({c.rsplit(".", 1)[-1] for c in info.children}
+                           - {c.rsplit(".", 1)[-1] for c in base.children})
+            name = f"{info.type}_{'_'.join(extra)}" if extra else info.type
+        else:
+            first_of_class[info.type] = call.path
+        candidate, k = name, 2
+        while candidate in names:
+            candidate, k = f"{name}_{k}", k + 1
+        names.add(candidate)
+        out.append((candidate, call.index))
+    return out

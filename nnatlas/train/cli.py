@@ -1,0 +1,143 @@
+"""``nnatlas train`` and ``nnatlas eval``: arguments and the work they drive.
+
+Options left out on the command line stay ``None`` here so that ``--resume`` can tell what the
+user asked for from what the saved run already holds (see :func:`config_for_run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from nnatlas.train.trainer import AMP, OPTIMIZERS, SCHEDULES, TrainConfig, config_for_run, evaluate_run, train
+
+__all__ = ["add_train_parser", "add_eval_parser"]
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. dropout=0.1); got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word is a string
+    if isinstance(value, list):
+        value = tuple(value)
+    return key, value
+
+
+def _configure_logging() -> None:
+    """Rank 0 prints the library's progress lines; the other ranks print warnings only."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    logger = logging.getLogger("nnatlas")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _configure_logging()
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if k in TrainConfig.__dataclass_fields__ and k != "model" and v is not None
+    }
+    if args.model_args:
+        given["model_args"] = dict(args.model_args)
+    else:
+        given.pop("model_args", None)
+    for flag in ("resume", "overwrite"):
+        if not given.get(flag):
+            given.pop(flag, None)
+    cfg = config_for_run(args.model, given)
+    result = train(cfg, progress=None if args.progress is None else args.progress)
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        final = result.final
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_") and isinstance(v, float))
+        print(f"{cfg.model} on {final['data']}: {metrics}  ({final['epochs']} epochs, {final['train_time_s']:.1f}s training)")
+        print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``nnatlas train``."""
+    d = TrainConfig(model="")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a data set (torchrun-ready)",
+        description="Train a registered model; writes config.json, metrics.jsonl, final.json, curves.png, "
+        "last/best.safetensors and resumable checkpoints into the run folder. "
+        "Data-parallel: torchrun --nproc_per_node N -m nnatlas train MODEL ...",
+    )
+    p.add_argument("model", help="registered model name (nnatlas list)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="data set name (default: digits for image classifiers, diabetes, breast-cancer, isbi2012-em by task)")
+    g.add_argument("--data-dir", default=None, help="data folder laid out like shared/data (default: $NNATLAS_DATA or ~/.cache/nnatlas)")
+    g.add_argument("--image-size", type=int, default=None, help="input size for models that take several sizes (default: the card's, or the smallest of 32, 64, ... that fits)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no random shifts for image classification")
+    g.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N examples")
+    g.add_argument("--limit-test", type=int, default=None, metavar="N", help="evaluate on the first N examples")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=None, help=f"examples per step and process (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {d.optimizer})")
+    g.add_argument("--schedule", choices=SCHEDULES, default=None, help=f"learning-rate schedule per step (default {d.schedule})")
+    g.add_argument("--weight-decay", type=float, default=None, help="(default 0, 0.01 for adamw)")
+    g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
+    g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
+    g.add_argument("--patience", type=int, default=None, metavar="EPOCHS", help="stop when the test metric has not improved for this many epochs")
+    g.add_argument("--seed", type=int, default=None, help=f"(default {d.seed})")
+    g.add_argument("--model-arg", dest="model_args", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
+                   help="a config override for the model, e.g. dropout=0.1 (repeatable)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto; torchrun ranks take cuda:LOCAL_RANK)")
+    g.add_argument("--amp", nargs="?", const="auto", choices=AMP, default=None, help="mixed precision: bf16, fp16 (CUDA, with gradient scaling), auto")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    g = p.add_argument_group("run folder")
+    g.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/MODEL)")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", default=None, help="replace a run already in --out")
+    g.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS", help="also checkpoint every STEPS steps (default: each epoch)")
+    g.add_argument("--no-report", dest="report", action="store_false", default=None, help="skip the model report (summary, diagram)")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bars even when stderr is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="one line per epoch even on a terminal")
+    p.set_defaults(func=_cmd_train)
+    return p
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    _configure_logging()
+    metrics = evaluate_run(args.run_dir, weights=args.weights, device=args.device, data_dir=args.data_dir)
+    final_path = os.path.join(args.run_dir, "final.json")
+    saved: dict[str, Any] = {}
+    if args.weights == "last" and os.path.isfile(final_path):
+        with open(final_path, encoding="utf-8") as f:
+            saved = json.load(f)
+    for k, v in metrics.items():
+        ref = saved.get(k)
+        note = f"  (final.json {ref:.4f})" if isinstance(ref, float) else ""
+        print(f"{k:<14} {v:.4f}{note}")
+    if args.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``nnatlas eval``."""
+    p = sub.add_parser("eval", help="recompute a run's test metrics from its saved weights",
+                       description="Rebuild the model from DIR/config.json, load DIR/last.safetensors (or best) and evaluate it.")
+    p.add_argument("run_dir", metavar="DIR", help="a run folder written by nnatlas train")
+    p.add_argument("--weights", choices=("last", "best"), default="last")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the one the run used)")
+    p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
+    p.set_defaults(func=_cmd_eval)
+    return p

@@ -1,0 +1,110 @@
+"""Pointer network: permutations under greedy decoding, padding, teacher forcing, and it learns to sort."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import nnatlas
+from nnatlas.errors import ShapeError
+from nnatlas.models.pointer_net import MASKED, pointer_loss
+
+
+def _model(hidden_size: int = 16):
+    return nnatlas.create("pointer_net", hidden_size=hidden_size)
+
+
+def test_greedy_output_is_a_permutation() -> None:
+    model = _model().eval()
+    x = torch.rand(8, 7, 2)
+    log_probs, idx = model(x)
+    assert log_probs.shape == (8, 7, 7) and idx.shape == (8, 7)
+    assert torch.isfinite(log_probs).all()
+    for row in idx:
+        assert sorted(row.tolist()) == list(range(7))
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(8, 7))
+    torch.testing.assert_close(idx, log_probs.argmax(-1))
+
+
+def test_variable_lengths_never_choose_padding() -> None:
+    model = _model().eval()
+    x = torch.rand(5, 6, 2)
+    lengths = torch.tensor([6, 1, 3, 5, 2])
+    x[torch.arange(6).expand(5, 6) >= lengths[:, None]] = 100.0  # loud padding that must not matter
+    log_probs, idx = model(x, lengths)
+    assert torch.isfinite(log_probs).all()
+    for b, n in enumerate(lengths.tolist()):
+        assert sorted(idx[b, :n].tolist()) == list(range(n))
+        assert (idx[b, n:] == -1).all()
+        assert (log_probs[b, :n, n:] <= MASKED / 2).all()  # padding never has probability at a valid step
+        # the padded row equals the row run on its own, unpadded
+        alone_lp, alone_idx = model(x[b : b + 1, :n])
+        torch.testing.assert_close(log_probs[b : b + 1, :n, :n], alone_lp, atol=1e-5, rtol=1e-5)  # fp32
+        torch.testing.assert_close(idx[b : b + 1, :n], alone_idx)
+
+
+def test_teacher_forcing_reads_the_targets() -> None:
+    model = _model().train()
+    x = torch.rand(3, 5, 2)
+    lengths = torch.tensor([5, 4, 2])
+    targets = torch.tensor([[4, 2, 0, 1, 3], [1, 0, 3, 2, -1], [1, 0, -1, -1, -1]])
+    log_probs, idx = model(x, lengths, targets)
+    torch.testing.assert_close(idx, targets)
+    picked = log_probs.gather(2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, N)
+    valid = targets >= 0
+    assert (picked[valid] > MASKED / 2).all()  # a target is never masked by an earlier one
+    expected = -picked[valid].mean()
+    torch.testing.assert_close(pointer_loss(log_probs, targets), expected)
+    for b in range(3):  # earlier targets are masked at later steps
+        for i in range(1, int(lengths[b])):
+            assert (log_probs[b, i, targets[b, :i]] <= MASKED / 2).all()
+    pointer_loss(log_probs, targets).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_bad_lengths_and_targets_raise() -> None:
+    model = _model()
+    x = torch.rand(2, 4, 2)
+    with pytest.raises(ShapeError):
+        model(x, torch.tensor([4, 0]))
+    with pytest.raises(ShapeError):
+        model(x, torch.tensor([4.0, 2.0]))
+    with pytest.raises(ValueError, match="permutation"):
+        model(x, targets=torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]]))
+    with pytest.raises(ValueError):
+        model(x, torch.tensor([4, 2]), targets=torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]]))
+
+
+def _sort_batch(gen: torch.Generator, batch: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    points = torch.rand(batch, n, 2, generator=gen)
+    return points, points[..., 0].argsort(dim=1)  # order the points by their x coordinate
+
+
+def test_a_short_training_run_learns_to_sort() -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = _model(hidden_size=32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    test_x, test_y = _sort_batch(gen, 256, 5)
+    model.eval()
+    with torch.no_grad():
+        before = pointer_loss(model(test_x, targets=test_y)[0], test_y).item()
+    start = time.perf_counter()
+    model.train()
+    for _ in range(300):
+        x, y = _sort_batch(gen, 64, 5)
+        loss = pointer_loss(model(x, targets=y)[0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    elapsed = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        after = pointer_loss(model(test_x, targets=test_y)[0], test_y).item()
+        _, greedy = model(test_x)
+    exact = (greedy == test_y).all(dim=1).float().mean().item()
+    assert after < 0.5 * before, (before, after)  # held-out loss (log 5! ~ 4.8 per sequence at chance)
+    assert exact > 0.2, exact  # chance for an exact permutation of 5 is 1/120
+    assert elapsed < 60, f"training run took {elapsed:.1f} s"
