@@ -37,9 +37,18 @@ def _time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def _case(B: int, H: int, T: int, D: int, causal: bool, backward: bool, impl: str, repeats: int, device: torch.device, dtype: torch.dtype) -> float:
+def _case(
+    shape: tuple[int, int, int, int],
+    causal: bool,
+    backward: bool,
+    impl: str,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> float:
+    """Milliseconds for attention on q, k, v of ``shape`` (B, H, T, D)."""
     g = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(B, H, T, D, generator=g, device=device, dtype=dtype, requires_grad=backward) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=g, device=device, dtype=dtype, requires_grad=backward) for _ in range(3))
 
     def run() -> None:
         if backward:
@@ -65,16 +74,19 @@ def main() -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"attention (B={args.batch}, H={args.heads}, D={args.head_dim}), {args.dtype}, {where}, torch {torch.__version__}, "
-          f"median of {args.repeats}")
+    print(
+        f"attention (B={args.batch}, H={args.heads}, D={args.head_dim}), {args.dtype}, {where}, "
+        f"torch {torch.__version__}, median of {args.repeats}"
+    )
     print()
     print("| T | mask | pass | manual ms | sdpa ms | manual / sdpa |")
     print("|---:|---|---|---:|---:|---:|")
     for T in args.lengths:
+        shape = (args.batch, args.heads, T, args.head_dim)
         for causal in (False, True):
             for backward in (False, True):
                 ms = {
-                    impl: _case(args.batch, args.heads, T, args.head_dim, causal, backward, impl, args.repeats, device, dtype)
+                    impl: _case(shape, causal, backward, impl, args.repeats, device, dtype)
                     for impl in ("manual", "sdpa")
                 }
                 print(f"| {T} | {'causal' if causal else 'none'} | {'fwd+bwd' if backward else 'fwd'} | "

@@ -33,7 +33,16 @@ from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, chec
 from nnatlas.nn.attention import MultiheadAttention, TransformerEncoderLayer
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
 
-__all__ = ["BertConfig", "BertEmbeddings", "BertPooler", "BertMLMHead", "BertModel", "BertForMaskedLM", "bert_base", "bert_tiny"]
+__all__ = [
+    "BertConfig",
+    "BertEmbeddings",
+    "BertPooler",
+    "BertMLMHead",
+    "BertModel",
+    "BertForMaskedLM",
+    "bert_base",
+    "bert_tiny",
+]
 
 BERT_PAPER = Paper(
     authors="Devlin, Chang, Lee, Toutanova",
@@ -60,12 +69,18 @@ class BertConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        sizes = (
+            "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+            "max_position_embeddings", "type_vocab_size",
+        )
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"BertConfig.{name} must be an int >= 1; got {value!r}")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"BertConfig.hidden_size must be divisible by num_heads; got {self.hidden_size} and {self.num_heads}")
+            raise ConfigError(
+                f"BertConfig.hidden_size must be divisible by num_heads; got {self.hidden_size} and {self.num_heads}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"BertConfig.dropout must be in [0, 1); got {self.dropout}")
         if not self.layer_norm_eps > 0:
@@ -77,7 +92,9 @@ class BertConfig:
 class BertEmbeddings(nn.Module):
     """Token + learned position + segment embeddings, LayerNorm, dropout: (B, T) ids -> (B, T, H)."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, max_positions: int, type_vocab_size: int, eps: float, dropout: float) -> None:
+    def __init__(
+        self, vocab_size: int, hidden_size: int, max_positions: int, type_vocab_size: int, eps: float, dropout: float
+    ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
         self.position_embeddings = nn.Embedding(max_positions, hidden_size)
@@ -89,7 +106,8 @@ class BertEmbeddings(nn.Module):
         """input_ids (B, T), token_type_ids (B, T) -> (B, T, H)."""
         B, T = input_ids.shape
         positions = torch.arange(T, device=input_ids.device)  # (T,)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids)  # (B, T, H)
+        x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(x))  # (B, T, H)
 
 
@@ -101,6 +119,7 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, T, H) -> (B, H)."""
         return torch.tanh(self.dense(h[:, 0]))  # (B, H): the first token is [CLS]
 
 
@@ -144,7 +163,9 @@ class BertModel(nn.Module):
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
         super().__init__()
         self.config = c = config
-        self.embeddings = BertEmbeddings(c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size, c.layer_norm_eps, c.dropout)
+        self.embeddings = BertEmbeddings(
+            c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size, c.layer_norm_eps, c.dropout
+        )
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(
                 c.hidden_size, c.num_heads, c.intermediate_size, c.dropout, activation="gelu",
@@ -155,14 +176,19 @@ class BertModel(nn.Module):
         self.pooler = BertPooler(c.hidden_size) if add_pooling_layer else None
         _init_bert_weights(self)
 
-    def _check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None) -> None:
+    def _check(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+    ) -> None:
         c = self.config
         check_input(input_ids, ("B", "T"), model="BertModel", name="input_ids", dtype="int")
         B, T = input_ids.shape
         if T > c.max_position_embeddings:
             raise ShapeError(f"BertModel expects at most {c.max_position_embeddings} tokens; got input_ids {(B, T)}")
         if attention_mask is not None:
-            check_input(attention_mask, (B, T), model="BertModel", name="attention_mask", dtype="any", hint="1 = token, 0 = padding")
+            check_input(
+                attention_mask, (B, T), model="BertModel", name="attention_mask", dtype="any",
+                hint="1 = token, 0 = padding",
+            )
         if token_type_ids is not None:
             check_input(token_type_ids, (B, T), model="BertModel", name="token_type_ids", dtype="int")
 
@@ -210,7 +236,9 @@ class BertForMaskedLM(nn.Module):
     def from_reference(cls, ref: nn.Module, *, impl: Literal["sdpa", "manual"] = "sdpa") -> "BertForMaskedLM":
         """A Hugging Face ``BertForMaskedLM`` -> this model holding its weights (the tied decoder once)."""
         if type(ref).__name__ != "BertForMaskedLM":
-            raise TypeError(f"BertForMaskedLM.from_reference expects transformers' BertForMaskedLM; got {type(ref).__name__}")
+            raise TypeError(
+                f"BertForMaskedLM.from_reference expects transformers' BertForMaskedLM; got {type(ref).__name__}"
+            )
         model = cls(_config_from_hf(ref.config, impl))
         state = _fuse_qkv(ref.state_dict(), model.config.num_layers, prefix="bert.")
         decoder = ref.cls.predictions.decoder
@@ -219,15 +247,13 @@ class BertForMaskedLM(nn.Module):
         del state["cls.predictions.decoder.weight"]  # the word-embedding matrix again
         if "cls.predictions.decoder.bias" in state:
             if not torch.equal(state["cls.predictions.decoder.bias"], state["cls.predictions.bias"]):
-                raise ReferenceMismatchError("BertForMaskedLM: the reference's decoder bias differs from predictions.bias")
+                raise ReferenceMismatchError(
+                    "BertForMaskedLM: the reference's decoder bias differs from predictions.bias"
+                )
             del state["cls.predictions.decoder.bias"]  # cls.predictions.bias again
 
         def key_map(key: str) -> str:
-            if key.startswith("bert."):
-                return "bert." + _hf_key(key.removeprefix("bert."))
-            return {"mlm.dense.weight": "cls.predictions.transform.dense.weight", "mlm.dense.bias": "cls.predictions.transform.dense.bias",
-                    "mlm.norm.weight": "cls.predictions.transform.LayerNorm.weight", "mlm.norm.bias": "cls.predictions.transform.LayerNorm.bias",
-                    "mlm.bias": "cls.predictions.bias"}[key]
+            return "bert." + _hf_key(key.removeprefix("bert.")) if key.startswith("bert.") else _HF_MLM_KEYS[key]
 
         transfer_state(model, state, key_map, source="transformers BertForMaskedLM")
         return model.train(ref.training)
@@ -304,7 +330,9 @@ def _config_from_hf(hf, impl: Literal["sdpa", "manual"] = "sdpa") -> BertConfig:
     if getattr(hf, "is_decoder", False):
         problems.append("a decoder configuration")
     if hf.hidden_dropout_prob != hf.attention_probs_dropout_prob:
-        problems.append(f"hidden dropout {hf.hidden_dropout_prob} != attention dropout {hf.attention_probs_dropout_prob}")
+        problems.append(
+            f"hidden dropout {hf.hidden_dropout_prob} != attention dropout {hf.attention_probs_dropout_prob}"
+        )
     if problems:
         raise ReferenceMismatchError(f"BertModel cannot hold this reference: {'; '.join(problems)}")
     return BertConfig(
@@ -344,6 +372,15 @@ _HF_RULES = (
 )
 
 
+_HF_MLM_KEYS = {
+    "mlm.dense.weight": "cls.predictions.transform.dense.weight",
+    "mlm.dense.bias": "cls.predictions.transform.dense.bias",
+    "mlm.norm.weight": "cls.predictions.transform.LayerNorm.weight",
+    "mlm.norm.bias": "cls.predictions.transform.LayerNorm.bias",
+    "mlm.bias": "cls.predictions.bias",
+}
+
+
 def _hf_key(key: str) -> str:
     for pattern, replacement in _HF_RULES:
         ref_key, n = re.subn("^" + pattern, replacement, key)
@@ -358,7 +395,9 @@ def _from_transformers(name: str, ref: nn.Module) -> BertModel:
     if type(ref).__name__ != "BertModel" or not hasattr(ref, "config"):
         raise TypeError(f"from_reference({name!r}) expects transformers' BertModel; got {type(ref).__name__}")
     if ref.pooler is None:
-        raise ReferenceMismatchError(f"from_reference({name!r}) expects a BertModel with its pooler (add_pooling_layer=True)")
+        raise ReferenceMismatchError(
+            f"from_reference({name!r}) expects a BertModel with its pooler (add_pooling_layer=True)"
+        )
     config = _config_from_hf(ref.config)
     weight = ref.embeddings.word_embeddings.weight
     with torch.device(weight.device):

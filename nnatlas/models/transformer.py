@@ -21,7 +21,6 @@ gives the pre-LN variant. Decoding: greedy and beam search (:meth:`Transformer.g
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -63,12 +62,17 @@ class TransformerConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "num_heads", "num_encoder_layers", "num_decoder_layers", "dim_feedforward"):
+        sizes = ("vocab_size", "d_model", "num_heads", "num_encoder_layers", "num_decoder_layers", "dim_feedforward")
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TransformerConfig.{name} must be an int >= 1; got {value!r}")
         if self.d_model % self.num_heads:
-            raise ConfigError(f"TransformerConfig.d_model must be divisible by num_heads; got {self.d_model} and {self.num_heads}")
+            raise ConfigError(
+                f"TransformerConfig.d_model must be divisible by num_heads; got {self.d_model} and {self.num_heads}"
+            )
+        if self.d_model % 2:
+            raise ConfigError(f"TransformerConfig.d_model must be even (sin/cos position pairs); got {self.d_model}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"TransformerConfig.dropout must be in [0, 1); got {self.dropout}")
         if self.activation not in ("relu", "gelu"):
@@ -79,7 +83,9 @@ class TransformerConfig:
             raise ConfigError(f"TransformerConfig.impl must be 'sdpa' or 'manual'; got {self.impl!r}")
 
 
-def sinusoidal_positions(T: int, D: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sinusoidal_positions(
+    T: int, D: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The fixed positional encodings (T, D) of section 3.5 (D even)."""
     pos = torch.arange(T, device=device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
     inv_freq = torch.exp(torch.arange(0, D, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / D))  # (D/2,)
@@ -176,7 +182,10 @@ class Transformer(nn.Module):
         self.embedding = nn.Embedding(c.vocab_size, c.d_model)  # shared by source, target and output
         nn.init.normal_(self.embedding.weight, std=c.d_model**-0.5)  # so embedding * sqrt(D) has unit scale
         self.dropout = nn.Dropout(c.dropout)
-        stack = (c.d_model, c.num_heads, c.dim_feedforward, c.dropout, c.activation, c.layer_norm_eps, c.norm_first, c.final_norm, c.impl)
+        stack = (
+            c.d_model, c.num_heads, c.dim_feedforward, c.dropout, c.activation, c.layer_norm_eps,
+            c.norm_first, c.final_norm, c.impl,
+        )
         self.encoder = Encoder(c.num_encoder_layers, *stack)
         self.decoder = Decoder(c.num_decoder_layers, *stack)
 
@@ -186,10 +195,10 @@ class Transformer(nn.Module):
         x = x + sinusoidal_positions(T, self.config.d_model, device=x.device, dtype=x.dtype)  # + PE (T, D)
         return self.dropout(x)
 
-    def _check_mask(self, mask: torch.Tensor | None, ids: torch.Tensor, name: str) -> None:
+    @staticmethod
+    def _check_mask(mask: torch.Tensor | None, B: int, T: int, name: str) -> None:
         if mask is None:
             return
-        B, T = ids.shape
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
             got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ShapeError(f"Transformer expects {name} as a bool ({B}, {T}) tensor, True at padding; got {got}")
@@ -197,7 +206,7 @@ class Transformer(nn.Module):
     def encode(self, src_ids: torch.Tensor, src_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """src_ids (B, S) int, src_key_padding_mask (B, S) bool -> memory (B, S, D)."""
         check_input(src_ids, ("B", "S"), model="Transformer", name="src_ids", dtype="int")
-        self._check_mask(src_key_padding_mask, src_ids, "src_key_padding_mask")
+        self._check_mask(src_key_padding_mask, *src_ids.shape, "src_key_padding_mask")
         x = self._embed(src_ids)  # (B, S, D)
         return self.encoder(x, src_key_padding_mask)  # (B, S, D)
 
@@ -211,9 +220,8 @@ class Transformer(nn.Module):
         """tgt_ids (B, T) int, memory (B, S, D) -> logits (B, T, V) for the next token at each position."""
         check_input(tgt_ids, ("B", "T"), model="Transformer", name="tgt_ids", dtype="int")
         check_input(memory, (tgt_ids.shape[0], "S", self.config.d_model), model="Transformer", name="memory")
-        self._check_mask(tgt_key_padding_mask, tgt_ids, "tgt_key_padding_mask")
-        if memory_key_padding_mask is not None:
-            self._check_mask(memory_key_padding_mask, memory[..., 0], "memory_key_padding_mask")
+        self._check_mask(tgt_key_padding_mask, *tgt_ids.shape, "tgt_key_padding_mask")
+        self._check_mask(memory_key_padding_mask, *memory.shape[:2], "memory_key_padding_mask")
         x = self._embed(tgt_ids)  # (B, T, D)
         x = self.decoder(x, memory, memory_key_padding_mask, tgt_key_padding_mask)  # (B, T, D)
         return F.linear(x, self.embedding.weight)  # (B, T, V): x E^T, the tied output projection
@@ -265,8 +273,9 @@ class Transformer(nn.Module):
         """
         V = self.config.vocab_size
         pad_id = eos_id if pad_id is None else pad_id
-        for name, value, low, high in (("max_len", max_len, 1, None), ("beam_size", beam_size, 1, V),
-                                       ("bos_id", bos_id, 0, V - 1), ("eos_id", eos_id, 0, V - 1), ("pad_id", pad_id, 0, V - 1)):
+        limits = {"max_len": (max_len, 1, None), "beam_size": (beam_size, 1, V)}
+        limits |= {"bos_id": (bos_id, 0, V - 1), "eos_id": (eos_id, 0, V - 1), "pad_id": (pad_id, 0, V - 1)}
+        for name, (value, low, high) in limits.items():
             if not isinstance(value, int) or value < low or (high is not None and value > high):
                 raise ValueError(f"Transformer.generate expects {name} in [{low}, {high or 'inf'}]; got {value!r}")
         memory = self.encode(src_ids, src_key_padding_mask)  # (B, S, D)
@@ -333,7 +342,9 @@ def _token_pair(S: int, T: int, vocab: int):
 
 
 _BASE = TransformerConfig()
-_TINY = TransformerConfig(vocab_size=1000, d_model=64, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=256)
+_TINY = TransformerConfig(
+    vocab_size=1000, d_model=64, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=256
+)
 _SEED = Seed("003_979c5363c5233b21.txt", "Transformer")
 
 
@@ -375,7 +386,8 @@ def transformer(**overrides) -> Transformer:
         output_shape=(10, _TINY.vocab_size),
         task="sequence-to-sequence (toy translation)",
         seed=_SEED,
-        notes="2+2 layers, d_model 64, 4 heads, FFN 256, vocabulary 1000: the base design at a size that trains on a CPU.",
+        notes="2+2 layers, d_model 64, 4 heads, FFN 256, vocabulary 1000: the base design at a size that trains "
+        "on a CPU.",
         input_dtype="int",
     ),
     example_input=_token_pair(12, 10, _TINY.vocab_size),
@@ -419,9 +431,7 @@ def _from_torch(name: str, ref: nn.Module) -> Transformer:
         problems.append(f"embedding size {emb.embedding_dim} != d_model {t.d_model}")
     if problems:
         raise ReferenceMismatchError(f"Transformer cannot hold this reference: {'; '.join(problems)}")
-    base = _BASE if name == "transformer" else _TINY
-    config = dataclasses.replace(
-        base,
+    config = TransformerConfig(
         vocab_size=emb.num_embeddings,
         d_model=t.d_model,
         num_heads=t.nhead,
@@ -434,7 +444,8 @@ def _from_torch(name: str, ref: nn.Module) -> Transformer:
         norm_first=first.norm_first,
         final_norm=True,
     )
-    model = Transformer(config).to(device=emb.weight.device, dtype=emb.weight.dtype)
+    with torch.device(emb.weight.device):
+        model = Transformer(config).to(emb.weight.dtype)
     # our encoder.* / decoder.* sit under transformer.* in the reference; embedding.weight is shared
     key_map = lambda k: f"transformer.{k}" if k.startswith(("encoder.", "decoder.")) else k  # noqa: E731
     transfer_state(model, ref.state_dict(), key_map, source="torch.nn.Transformer")

@@ -35,7 +35,8 @@ from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, 
 __all__ = ["ViTConfig", "VisionTransformer", "vit_b_16", "vit_tiny"]
 
 VIT_PAPER = Paper(
-    authors="Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehghani, Minderer, Heigold, Gelly, Uszkoreit, Houlsby",
+    authors="Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehghani, Minderer, Heigold, Gelly, "
+    "Uszkoreit, Houlsby",
     title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
     venue="ICLR",
     year=2021,
@@ -60,14 +61,21 @@ class ViTConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "in_channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "num_classes"):
+        sizes = (
+            "image_size", "patch_size", "in_channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "num_classes"
+        )
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ViTConfig.{name} must be an int >= 1; got {value!r}")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"ViTConfig.image_size must be a multiple of patch_size; got {self.image_size} and {self.patch_size}")
+            raise ConfigError(
+                f"ViTConfig.image_size must be a multiple of patch_size; got {self.image_size} and {self.patch_size}"
+            )
         if self.hidden_dim % self.num_heads:
-            raise ConfigError(f"ViTConfig.hidden_dim must be divisible by num_heads; got {self.hidden_dim} and {self.num_heads}")
+            raise ConfigError(
+                f"ViTConfig.hidden_dim must be divisible by num_heads; got {self.hidden_dim} and {self.num_heads}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ViTConfig.dropout must be in [0, 1); got {self.dropout}")
         if not self.layer_norm_eps > 0:
@@ -86,7 +94,8 @@ class VisionTransformer(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.conv_proj = nn.Conv2d(c.in_channels, c.hidden_dim, kernel_size=c.patch_size, stride=c.patch_size)  # patch embedding E
+        # patch embedding E: a P x P convolution with stride P is a linear map of each flattened patch
+        self.conv_proj = nn.Conv2d(c.in_channels, c.hidden_dim, kernel_size=c.patch_size, stride=c.patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, c.hidden_dim))  # x_class
         self.pos_embedding = nn.Parameter(torch.empty(1, c.num_patches + 1, c.hidden_dim))  # E_pos
         self.dropout = nn.Dropout(c.dropout)
@@ -135,7 +144,9 @@ def _vit(config: ViTConfig, overrides: dict) -> VisionTransformer:
 
 _SEED = Seed("003_979c5363c5233b21.txt", "ViT")
 _B16 = ViTConfig()
-_TINY = ViTConfig(image_size=28, patch_size=7, in_channels=1, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10)
+_TINY = ViTConfig(
+    image_size=28, patch_size=7, in_channels=1, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+)
 
 
 @register_model(
@@ -202,7 +213,9 @@ def _ours(torchvision_key: str) -> str:
 def _from_torchvision(name: str, ref: nn.Module) -> VisionTransformer:
     """torchvision.models.VisionTransformer -> an nnatlas ViT with its sizes and weights."""
     if type(ref).__name__ != "VisionTransformer" or not hasattr(ref, "encoder") or not hasattr(ref, "heads"):
-        raise TypeError(f"from_reference({name!r}) expects torchvision.models.VisionTransformer; got {type(ref).__name__}")
+        raise TypeError(
+            f"from_reference({name!r}) expects torchvision.models.VisionTransformer; got {type(ref).__name__}"
+        )
     problems = []
     if ref.representation_size is not None:
         problems.append("a pre-logits (representation) layer")

@@ -41,6 +41,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "TransformerDecoderLayer",
     "attention",
+    "attention_weights",
     "causal_mask",
 ]
 
@@ -68,6 +69,19 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
+def attention_weights(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, *, is_causal: bool = False
+) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d_k) + M): q (B, H, L, D), k (B, H, S, D) -> weights (B, H, L, S), rows summing to 1."""
+    L, S = q.shape[-2], k.shape[-2]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, L, S): Q K^T / sqrt(d_k)
+    if is_causal:
+        scores = scores.masked_fill(causal_mask(L, S, device=q.device), float("-inf"))
+    elif mask is not None:
+        scores = scores + mask  # + M
+    return scores.softmax(dim=-1)
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -91,13 +105,7 @@ def attention(
     if impl == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
         return out, None
-    L, S = q.shape[-2], k.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, L, S): Q K^T / sqrt(d_k)
-    if is_causal:
-        scores = scores.masked_fill(causal_mask(L, S, device=q.device), float("-inf"))
-    elif mask is not None:
-        scores = scores + mask  # + M
-    weights = scores.softmax(dim=-1)  # (B, H, L, S), each row sums to 1
+    weights = attention_weights(q, k, mask, is_causal=is_causal)  # (B, H, L, S)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (B, H, L, Dv)
@@ -132,7 +140,8 @@ class MultiheadAttention(nn.Module):
         super().__init__()
         if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
             raise ValueError(
-                f"MultiheadAttention expects embed_dim >= 1 divisible by num_heads >= 1; got {embed_dim} and {num_heads}"
+                "MultiheadAttention expects embed_dim >= 1 divisible by num_heads >= 1; "
+                f"got {embed_dim} and {num_heads}"
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MultiheadAttention expects 0 <= dropout < 1; got {dropout}")
@@ -181,7 +190,10 @@ class MultiheadAttention(nn.Module):
             nn.init.xavier_normal_(self.bias_v)
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}, impl={self.impl!r}"
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}, "
+            f"impl={self.impl!r}"
+        )
 
     def _project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Q W^Q, K W^K, V W^V (plus biases): (B, L, E), (B, S, E), (B, S, E)."""
@@ -198,7 +210,9 @@ class MultiheadAttention(nn.Module):
         for name, x, size in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
             if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != size:
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ShapeError(f"MultiheadAttention expects {name} {want} with E = {size} (or unbatched 2-d); got {got}")
+                raise ShapeError(
+                    f"MultiheadAttention expects {name} {want} with E = {size} (or unbatched 2-d); got {got}"
+                )
         b = 0 if self.batch_first else 1
         if not (query.shape[b] == key.shape[b] == value.shape[b]) or key.shape[1 - b] != value.shape[1 - b]:
             raise ShapeError(
@@ -261,8 +275,8 @@ class MultiheadAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, L, self.embed_dim)  # (B, L, E): Concat(head_1..head_H)
         out = self.out_proj(out)  # (B, L, E): W^O
 
-        if need_weights and weights is None:  # sdpa path: the same scores, softmax, no dropout
-            _, weights = attention(q, k, v, mask, is_causal=flag_causal, impl="manual")
+        if need_weights and weights is None:  # sdpa path: the same scores and softmax, no dropout
+            weights = attention_weights(q, k, mask, is_causal=flag_causal)
         if not need_weights:
             weights = None
         elif average_attn_weights:
@@ -298,11 +312,14 @@ class MultiheadAttention(nn.Module):
                 mask = _additive(attn_mask, dtype).view(B, H, L, S)
             else:
                 raise ShapeError(
-                    f"MultiheadAttention expects attn_mask ({L}, {S}) or ({B * H}, {L}, {S}); got {tuple(attn_mask.shape)}"
+                    f"MultiheadAttention expects attn_mask ({L}, {S}) or ({B * H}, {L}, {S}); "
+                    f"got {tuple(attn_mask.shape)}"
                 )
         if key_padding_mask is not None:
             if tuple(key_padding_mask.shape) != (B, S):
-                raise ShapeError(f"MultiheadAttention expects key_padding_mask ({B}, {S}); got {tuple(key_padding_mask.shape)}")
+                raise ShapeError(
+                    f"MultiheadAttention expects key_padding_mask ({B}, {S}); got {tuple(key_padding_mask.shape)}"
+                )
             pad = _additive(key_padding_mask, dtype).view(B, 1, 1, S)
             mask = pad if mask is None else mask + pad
         return mask
@@ -311,7 +328,9 @@ class MultiheadAttention(nn.Module):
     def from_reference(cls, module: nn.MultiheadAttention, *, impl: Impl = "sdpa") -> "MultiheadAttention":
         """The from-scratch layer holding ``module``'s (a ``torch.nn.MultiheadAttention``) weights."""
         if not isinstance(module, nn.MultiheadAttention):
-            raise TypeError(f"MultiheadAttention.from_reference expects torch.nn.MultiheadAttention; got {type(module).__name__}")
+            raise TypeError(
+                f"MultiheadAttention.from_reference expects torch.nn.MultiheadAttention; got {type(module).__name__}"
+            )
         w = module.out_proj.weight
         layer = cls(
             module.embed_dim,
@@ -387,7 +406,9 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         _check_layer_sizes("TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout)
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout, bias=bias, batch_first=batch_first, impl=impl, **factory)
+        self.self_attn = MultiheadAttention(
+            d_model, nhead, dropout, bias=bias, batch_first=batch_first, impl=impl, **factory
+        )
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)  # W_1
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)  # W_2
@@ -419,7 +440,9 @@ class TransformerEncoderLayer(nn.Module):
     def _sa_block(
         self, x: torch.Tensor, mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, is_causal: bool
     ) -> torch.Tensor:
-        x = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=mask, is_causal=is_causal)[0]
+        x = self.self_attn(
+            x, x, x, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=mask, is_causal=is_causal
+        )[0]
         return self.dropout1(x)
 
     def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
@@ -431,7 +454,8 @@ class TransformerEncoderLayer(nn.Module):
         """The from-scratch layer holding ``module``'s (a ``torch.nn.TransformerEncoderLayer``) weights."""
         if not isinstance(module, nn.TransformerEncoderLayer):
             raise TypeError(
-                f"TransformerEncoderLayer.from_reference expects torch.nn.TransformerEncoderLayer; got {type(module).__name__}"
+                "TransformerEncoderLayer.from_reference expects torch.nn.TransformerEncoderLayer; "
+                f"got {type(module).__name__}"
             )
         w = module.linear1.weight
         layer = cls(
@@ -482,7 +506,9 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         _check_layer_sizes("TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout)
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout, bias=bias, batch_first=batch_first, impl=impl, **factory)
+        self.self_attn = MultiheadAttention(
+            d_model, nhead, dropout, bias=bias, batch_first=batch_first, impl=impl, **factory
+        )
         self.multihead_attn = MultiheadAttention(
             d_model, nhead, dropout, bias=bias, batch_first=batch_first, impl=impl, **factory
         )
@@ -526,7 +552,9 @@ class TransformerDecoderLayer(nn.Module):
     def _sa_block(
         self, x: torch.Tensor, mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, is_causal: bool
     ) -> torch.Tensor:
-        x = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=mask, is_causal=is_causal)[0]
+        x = self.self_attn(
+            x, x, x, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=mask, is_causal=is_causal
+        )[0]
         return self.dropout1(x)
 
     def _mha_block(
@@ -551,7 +579,8 @@ class TransformerDecoderLayer(nn.Module):
         """The from-scratch layer holding ``module``'s (a ``torch.nn.TransformerDecoderLayer``) weights."""
         if not isinstance(module, nn.TransformerDecoderLayer):
             raise TypeError(
-                f"TransformerDecoderLayer.from_reference expects torch.nn.TransformerDecoderLayer; got {type(module).__name__}"
+                "TransformerDecoderLayer.from_reference expects torch.nn.TransformerDecoderLayer; "
+                f"got {type(module).__name__}"
             )
         w = module.linear1.weight
         layer = cls(

@@ -40,7 +40,9 @@ def _hf(cls_name: str) -> torch.nn.Module:
 def test_matches_transformers_bert_model(impl: str) -> None:
     ref = _hf("BertModel")
     converted = nnatlas.from_reference("bert_base", ref)
-    assert converted.config == BertConfig(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, max_position_embeddings=24)
+    assert converted.config == BertConfig(
+        vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, max_position_embeddings=24
+    )
     ours = BertModel(dataclasses.replace(converted.config, impl=impl)).eval()
     ours.load_state_dict(converted.state_dict())
 
@@ -71,7 +73,8 @@ def test_matches_transformers_bert_model(impl: str) -> None:
 def test_matches_transformers_masked_lm() -> None:
     ref = _hf("BertForMaskedLM")
     ours = BertForMaskedLM.from_reference(ref, impl="manual").eval()
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())  # tied matrix counted once
+    # the tied decoder matrix is held once on both sides
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     ids, mask, types = _inputs()
     logits = ours(ids, mask, types)
     ref_logits = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
@@ -102,7 +105,8 @@ def test_bad_inputs_and_references_raise() -> None:
     with pytest.raises(ShapeError, match=r"attention_mask \(2, 4\)"):
         model(torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 5))
     with pytest.raises(ReferenceMismatchError, match="hidden_act"):
-        nnatlas.from_reference("bert_tiny", transformers.BertModel(transformers.BertConfig(**HF_SMALL, hidden_act="relu")))
+        relu_bert = transformers.BertModel(transformers.BertConfig(**HF_SMALL, hidden_act="relu"))
+        nnatlas.from_reference("bert_tiny", relu_bert)
     with pytest.raises(TypeError, match="BertModel"):
         nnatlas.from_reference("bert_tiny", torch.nn.Linear(2, 2))
 

@@ -16,6 +16,13 @@ from nnatlas.models.transformer import Transformer, TransformerConfig, sinusoida
 
 V, D, HEADS, FF = 50, 32, 4, 64
 
+# torch.nn's reference warns about mixing bool padding with float causal masks (both valid here) and
+# about its nested-tensor fast path, which these (grad-enabled) comparisons never take
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Support for mismatched key_padding_mask:UserWarning",
+    "ignore:enable_nested_tensor is True:UserWarning",
+)
+
 
 def _pe(T: int, D: int) -> torch.Tensor:
     """Section 3.5 written out element by element, independently of the library."""

@@ -18,7 +18,9 @@ tv = pytest.importorskip("torchvision.models.vision_transformer")
 
 def _small_reference(patch_size: int) -> nn.Module:
     torch.manual_seed(0)
-    ref = tv.VisionTransformer(image_size=32, patch_size=patch_size, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10)
+    ref = tv.VisionTransformer(
+        image_size=32, patch_size=patch_size, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10
+    )
     with torch.no_grad():  # torchvision zeroes the head and class token; make every weight count
         for p in ref.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -31,9 +33,8 @@ def test_matches_torchvision(patch_size: int, impl: str) -> None:
     ref = _small_reference(patch_size)
     converted = nnatlas.from_reference("vit_tiny", ref)
     c = converted.config
-    assert (c.image_size, c.patch_size, c.in_channels, c.num_layers, c.num_heads, c.hidden_dim, c.mlp_dim, c.num_classes) == (
-        32, patch_size, 3, 2, 4, 32, 64, 10,
-    )
+    sizes = (c.image_size, c.patch_size, c.in_channels, c.num_layers, c.num_heads, c.hidden_dim, c.mlp_dim)
+    assert sizes == (32, patch_size, 3, 2, 4, 32, 64) and c.num_classes == 10
     ours = VisionTransformer(dataclasses.replace(c, impl=impl)).eval()
     ours.load_state_dict(converted.state_dict())
 
@@ -61,7 +62,9 @@ def test_full_vit_b_16_key_map_on_meta() -> None:
 
 
 def test_reference_with_a_representation_layer_is_refused() -> None:
-    ref = tv.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, representation_size=4)
+    ref = tv.VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, representation_size=4
+    )
     with pytest.raises(ReferenceMismatchError, match="pre-logits"):
         nnatlas.from_reference("vit_b_16", ref)
     with pytest.raises(TypeError, match="VisionTransformer"):
