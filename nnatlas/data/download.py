@@ -33,11 +33,12 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from nnatlas.data.errors import ChecksumError, DataNotFoundError, DownloadError, UnsafeArchiveError
+from nnatlas.data.errors import ChecksumError, DataError, DataNotFoundError, DownloadError, UnsafeArchiveError
 
 __all__ = ["RemoteFile", "download_url", "ensure_files", "extract_archive", "sha256_file"]
 
@@ -84,11 +85,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _is_transient(err: BaseException) -> bool:
-    """Whether another try may succeed: timeouts, resets, truncation and 5xx/408/429 answers."""
+    """Whether another try may succeed: timeouts, resets, truncation and 5xx/408/429 answers.
+
+    An unknown host name is not retried: offline machines get their message at once.
+    """
     if isinstance(err, urllib.error.HTTPError):
         return err.code >= 500 or err.code in (408, 429)
-    return isinstance(err, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
-                            http.client.HTTPException, DownloadError))
+    if isinstance(err, urllib.error.URLError) and isinstance(err.reason, socket.gaierror):
+        return False
+    return isinstance(err, (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException,
+                            DownloadError))
 
 
 def _progress(total: int | None, desc: str, enabled: bool | None) -> contextlib.AbstractContextManager:
@@ -190,22 +196,22 @@ def download_url(
         raise ValueError(f"download_url: timeout must be > 0 seconds; got {timeout}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, tries + 1):
+    attempt = 1
+    while True:
         try:
             logger.info("downloading %s -> %s (try %d of %d)", url, dest, attempt, tries)
             _fetch_once(url, dest, sha256, size, timeout, progress)
             return dest
-        except ChecksumError:
-            raise
-        except (OSError, http.client.HTTPException) as err:
-            if not _is_transient(err) or attempt == tries:
+        except (OSError, http.client.HTTPException) as err:  # ChecksumError is a ValueError: never retried
+            if not _is_transient(err) or attempt >= tries:
                 if isinstance(err, DownloadError):
                     raise
-                raise DownloadError(f"could not download {url} after {attempt} tries: {err}") from err
+                raise DownloadError(f"could not download {url} after {attempt} tr{'y' if attempt == 1 else 'ies'}: "
+                                    f"{err}") from err
             wait = backoff * 2 ** (attempt - 1)
             logger.warning("download of %s failed (%s); trying again in %.1f s", url, err, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,8 +243,7 @@ def missing_message(dataset: str, folder: Path, files: Sequence[RemoteFile], rea
     lines = [f"data set {dataset!r}: {len(files)} file(s) missing from {folder} and {reason}.",
              f"Download these into {folder} (original names; .gz files may also be stored uncompressed):"]
     lines += [f"  {f.name}  <-  {f.url}  (sha256 {f.sha256})" for f in files]
-    lines.append("or pass download=True (CLI: drop --no-download) on a machine with network access, "
-                 "or point --data-dir / NNATLAS_DATA at a folder that holds them.")
+    lines.append("and load again, or point --data-dir / NNATLAS_DATA at a folder that already holds them.")
     return "\n".join(lines)
 
 
@@ -278,19 +283,22 @@ def ensure_files(
     if not missing:
         return found
     if not download:
-        raise DataNotFoundError(missing_message(dataset, folder, missing, "downloads are switched off"))
+        reason = "downloads are switched off (download=False)"
+        raise DataNotFoundError(missing_message(dataset, folder, missing, reason))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = tempfile.TemporaryFile(dir=folder)
         probe.close()
     except OSError as err:
-        raise DataNotFoundError(missing_message(dataset, folder, missing, f"the folder is not writable ({err})")) from err
+        reason = f"the folder is not writable ({err})"
+        raise DataNotFoundError(missing_message(dataset, folder, missing, reason)) from err
     for i, file in enumerate(missing):
         try:
             found[file.name] = download_url(file.url, folder / file.name, sha256=file.sha256, size=file.size,
                                             timeout=timeout, tries=tries)
         except DownloadError as err:
-            raise DataNotFoundError(missing_message(dataset, folder, missing[i:], f"the download failed ({err})")) from err
+            reason = f"the download failed ({err})"
+            raise DataNotFoundError(missing_message(dataset, folder, missing[i:], reason)) from err
     return found
 
 
@@ -373,35 +381,41 @@ def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str
     if dest.exists():
         raise FileExistsError(f"extract_archive: {dest} already exists; remove it to extract {archive.name} again")
     if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            root = dest.resolve()
-            for info in infos:
-                _check_zip_member(info, root)
-            with _staging(dest) as tmp:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                root = dest.resolve()
                 for info in infos:
-                    target = tmp / _check_relative(info.filename, what="archive member")
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, _CHUNK)
+                    _check_zip_member(info, root)
+                with _staging(dest) as tmp:
+                    for info in infos:
+                        target = tmp / _check_relative(info.filename, what="archive member")
+                        if info.is_dir():
+                            target.mkdir(parents=True, exist_ok=True)
+                            continue
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with zf.open(info) as src, open(target, "wb") as out:
+                            shutil.copyfileobj(src, out, _CHUNK)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+            raise DataError(f"{archive} is damaged ({type(err).__name__}: {err})") from err
         return dest
     try:
         tf = tarfile.open(archive, "r:*")
     except tarfile.TarError as err:
-        from nnatlas.data.errors import DataError
-
         raise DataError(f"{archive} is neither a tar nor a zip archive ({err})") from err
     with tf:
-        members = tf.getmembers()
-        root = dest.resolve()
-        for member in members:
-            _check_tar_member(member, root)
-        with _staging(dest) as tmp:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: the stdlib's own guard as well
-                tf.extractall(tmp, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons: our checks above are the guard
-                tf.extractall(tmp, members=members)
+        try:
+            members = tf.getmembers()
+            root = dest.resolve()
+            for member in members:
+                _check_tar_member(member, root)
+            with _staging(dest) as tmp:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own guard as well
+                    tf.extractall(tmp, members=members, filter="data")
+                else:  # older Pythons: the checks above are the guard
+                    tf.extractall(tmp, members=members)
+        except tarfile.FilterError as err:  # the stdlib refused what our checks let through
+            raise UnsafeArchiveError(f"{archive}: {err}") from err
+        except (tarfile.TarError, EOFError, zlib.error) as err:
+            raise DataError(f"{archive} is damaged ({type(err).__name__}: {err})") from err
     return dest

@@ -146,7 +146,7 @@ def restricted_load(data: bytes, allowed: Mapping[tuple[str, str], Callable[[], 
         return _RestrictedUnpickler(io.BytesIO(data), allowed, encoding="latin1").load()
     except DataError:
         raise
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
+    except Exception as err:  # any unpickling failure means a damaged file
         raise DataError(f"{what} is not a readable pickle ({type(err).__name__}: {err})") from err
 
 

@@ -13,8 +13,8 @@ Preprocessing follows PyTorch Geometric's ``read_planetoid_data`` (and Kipf's ``
 - CiteSeer's ``test.index`` has gaps (isolated nodes without features): ``tx``/``ty`` are padded
   with zero rows over ``range(min, max + 1)``, so those nodes get zero features and label 0 and
   belong to no split;
-- edges come from the neighbour dict, self loops dropped, duplicates merged, sorted (both
-  directions are listed in the files);
+- edges come from the neighbour dict, self loops dropped, duplicates merged, sorted by
+  (target, source) like PyG's ``coalesce`` (both directions are listed in the files);
 - masks: train = the first ``len(y)`` nodes (20 per class), val = the next 500, test = the
   1,000 ids of ``test.index``;
 - features are row-normalised (each row sums to 1, as PyG's ``NormalizeFeatures`` and the GCN
@@ -80,7 +80,8 @@ _SHA256 = {
                "b101d421688bbaecbd82e8a18f1e282378d6830f3a37666f28ebc47f844341b5"),
 }
 PLANETOID_FILES: dict[str, list[RemoteFile]] = {
-    name: [RemoteFile(f"ind.{name}.{part}", f"{_URL}/ind.{name}.{part}", sha) for part, sha in zip(_PARTS, shas)]
+    name: [RemoteFile(f"ind.{name}.{part}", f"{_URL}/ind.{name}.{part}", sha)
+           for part, sha in zip(_PARTS, shas, strict=True)]
     for name, shas in _SHA256.items()
 }
 _CLASSES = {
@@ -131,6 +132,9 @@ def read_planetoid(name: str, paths: Mapping[str, Path]) -> dict[str, Any]:
 
     x, tx, allx = (_dense(raw[p], paths[f"ind.{name}.{p}"], "feature") for p in ("x", "tx", "allx"))
     y, ty, ally = (_dense(raw[p], paths[f"ind.{name}.{p}"], "one-hot label") for p in ("y", "ty", "ally"))
+    if len(x) != len(y) or len(y) > len(allx):
+        raise DataError(f"ind.{name}: expected x and y with one row per training node (a prefix of allx); "
+                        f"got {len(x)}, {len(y)} and {len(allx)} rows")
     if len(tx) != len(test_index) or len(ty) != len(test_index):
         raise DataError(f"ind.{name}: {len(test_index)} test ids but tx has {len(tx)} rows and ty {len(ty)}")
     sorted_test = np.sort(test_index)
@@ -157,8 +161,8 @@ def read_planetoid(name: str, paths: Mapping[str, Path]) -> dict[str, Any]:
     src, dst = src[keep], dst[keep]
     if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
         raise DataError(f"ind.{name}.graph: node ids must be in 0..{n - 1}")
-    pairs = np.unique(src * n + dst)  # merge duplicates and sort by (source, target)
-    edge_index = torch.from_numpy(np.stack([pairs // n, pairs % n]))
+    pairs = np.unique(dst * n + src)  # merge duplicates; sort by (target, source) as PyG's coalesce does
+    edge_index = torch.from_numpy(np.stack([pairs % n, pairs // n]))  # (2, E): row 0 source, row 1 target
 
     train_mask = torch.zeros(n, dtype=torch.bool)
     train_mask[: len(y)] = True

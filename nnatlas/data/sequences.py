@@ -15,7 +15,7 @@ counted in ``meta["filled"]``). The series is split in time: the last ``test_fra
 (default 20 %) of the *targets* are the test split. Values are standardised with the training
 part's mean and std (``meta["mean"]``, ``meta["std"]`` undo it). Items are ``(x, y)``: float32
 ``(window, 1)`` (time by one feature, the ``(T, D)`` layout of the recurrent models) and the
-next value ``(1,)``.
+next value ``(1,)``. :func:`load_csv_series` does the same for any column of any CSV file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import csv
 import importlib.util
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ from nnatlas.data.download import RemoteFile, sha256_file
 from nnatlas.data.errors import DataError
 from nnatlas.data.formats import read_bytes
 
-__all__ = ["POINTER_FILES", "TIMESERIES_FILES", "make_windows", "parse_pointer_file"]
+__all__ = ["POINTER_FILES", "TIMESERIES_FILES", "load_csv_series", "make_windows", "parse_pointer_file",
+           "read_series_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def _tsp_10(ctx: LoadContext, *, test_size: int = 1000) -> DataBundle:
 # ---------------------------------------------------------------------------------------------
 # univariate time series
 
-_SM_URL = "https://raw.githubusercontent.com/statsmodels/statsmodels/main/statsmodels/datasets"
+_SM_URL = "https://raw.githubusercontent.com/statsmodels/statsmodels/v0.14.4/statsmodels/datasets"
 TIMESERIES_FILES = {
     "sunspots": RemoteFile("sunspots.csv", f"{_SM_URL}/sunspots/sunspots.csv",
                            "f67889b1d9002cd5227f0e0ef54e35b419cdd85a31279adef6f73fb41e5c0a9b", size=2_944),
@@ -161,24 +163,39 @@ def _statsmodels_copy(name: str) -> Path | None:
     return None
 
 
-def _read_series(path: Path, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """The time column, the values (missing ones linearly interpolated) and how many were filled."""
-    time_col, value_col = _COLUMNS[name]
+def read_series_csv(path: str | os.PathLike[str], column: str,
+                    time_column: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """One column of a CSV file with a header row (gzipped or not) as a float series.
+
+    Returns the time column (the row number when ``time_column`` is None), the values with
+    missing cells linearly interpolated, and how many were filled.
+
+    Raises:
+        DataError: a missing column, a cell that is not a number, or no values at all.
+    """
+    path = Path(path)
     rows = list(csv.DictReader(io.StringIO(read_bytes(path).decode("utf-8"))))
-    if not rows or time_col not in rows[0] or value_col not in rows[0]:
-        raise DataError(f"{path}: expected a CSV with the columns {time_col!r} and {value_col!r}")
-    times = np.array([float(r[time_col]) for r in rows])
-    values = np.array([float(r[value_col]) if r[value_col].strip() else np.nan for r in rows])
+    wanted = [c for c in (column, time_column) if c is not None]
+    if not rows or any(c not in rows[0] for c in wanted):
+        found = list(rows[0]) if rows else []
+        raise DataError(f"{path}: expected a CSV with the column(s) {wanted}; found {found}")
+    try:
+        values = np.array([float(r[column]) if r[column].strip() else np.nan for r in rows])
+        times = (np.array([float(r[time_column]) for r in rows]) if time_column is not None
+                 else np.arange(len(rows), dtype=np.float64))
+    except ValueError as err:
+        raise DataError(f"{path}: expected numbers in {wanted} ({err})") from err
     missing = np.isnan(values)
     if missing.all():
-        raise DataError(f"{path}: the column {value_col!r} has no values")
+        raise DataError(f"{path}: the column {column!r} has no values")
     if missing.any():
         idx = np.arange(len(values))
         values[missing] = np.interp(idx[missing], idx[~missing], values[~missing])
     return times, values, int(missing.sum())
 
 
-def make_windows(series: np.ndarray, window: int, test_fraction: float) -> tuple[TensorDataset, TensorDataset, float, float]:
+def make_windows(series: np.ndarray, window: int,
+                 test_fraction: float) -> tuple[TensorDataset, TensorDataset, float, float]:
     """Sliding windows ``(window, 1)`` -> next value ``(1,)``, split in time, standardised with train statistics.
 
     The first ``1 - test_fraction`` of the targets train; the statistics come from the values the
@@ -186,10 +203,11 @@ def make_windows(series: np.ndarray, window: int, test_fraction: float) -> tuple
     """
     n_targets = len(series) - window
     if window < 1 or n_targets < 2:
-        raise DataError(f"make_windows: window must be in 1..{len(series) - 2} for a series of {len(series)}; got {window}")
+        raise DataError(f"make_windows: window must be in 1..{len(series) - 2} for a series of {len(series)}; "
+                        f"got {window}")
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"make_windows: test_fraction must be in (0, 1); got {test_fraction}")
-    n_test = max(1, int(round(n_targets * test_fraction)))
+    n_test = max(1, round(n_targets * test_fraction))
     n_train = n_targets - n_test
     if n_train < 1:
         raise DataError(f"make_windows: no training windows left for window={window}, test_fraction={test_fraction}")
@@ -201,25 +219,40 @@ def make_windows(series: np.ndarray, window: int, test_fraction: float) -> tuple
     return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:]), mean, std
 
 
-def _timeseries(ctx: LoadContext, name: str, window: int, test_fraction: float) -> DataBundle:
-    path = _statsmodels_copy(name)
-    if path is None:
-        file = TIMESERIES_FILES[name]
-        path = ctx.files(name, "timeseries-statsmodels", [file])[file.name]
-    times, values, filled = _read_series(path, name)
+def _series_bundle(name: str, path: Path, column: str, time_column: str | None, window: int,
+                   test_fraction: float, source: str, licence: str) -> DataBundle:
+    times, values, filled = read_series_csv(path, column, time_column)
     train, test, mean, std = make_windows(values, window, test_fraction)
     t = times[window + len(train)]
     first_test_time = int(t) if float(t).is_integer() else t
     return DataBundle(
         name=name, task="forecast", train=train, test=test, num_classes=None, input_shape=(window, 1),
         meta={"mean": mean, "std": std, "window": window, "filled": filled, "length": len(values),
-              "times": times.tolist(), "values": values.tolist(),
+              "times": times.tolist(), "values": values.tolist(), "column": column,
               "split": f"in time: {len(train)} windows train, the last {len(test)} (targets from "
                        f"{first_test_time} on) test; standardised with the training part's mean and std",
               "target": "the next value, standardised: value = y * std + mean",
-              "source": f"statsmodels.datasets.{name} (file {path.name})",
-              "licence": "public domain (statsmodels' COPYRIGHT); statsmodels is BSD-3-Clause"},
+              "source": source, "licence": licence},
     )
+
+
+def load_csv_series(path: str | os.PathLike[str], column: str, *, time_column: str | None = None,
+                    window: int = 12, test_fraction: float = 0.2, name: str | None = None) -> DataBundle:
+    """Any univariate series in a CSV file as a forecasting bundle, like ``sunspots`` (see the module doc)."""
+    path = Path(path)
+    return _series_bundle(name or path.stem, path, column, time_column, window, test_fraction,
+                          source=str(path), licence="as stated by the file's source")
+
+
+def _timeseries(ctx: LoadContext, name: str, window: int, test_fraction: float) -> DataBundle:
+    path = _statsmodels_copy(name)
+    if path is None:
+        file = TIMESERIES_FILES[name]
+        path = ctx.files(name, "timeseries-statsmodels", [file])[file.name]
+    time_column, column = _COLUMNS[name]
+    return _series_bundle(name, path, column, time_column, window, test_fraction,
+                          source=f"statsmodels.datasets.{name} (file {path})",
+                          licence="public domain (statsmodels' COPYRIGHT); statsmodels is BSD-3-Clause")
 
 
 @register_dataset("sunspots", summary="yearly sunspot activity 1700-2008 (309 values), windows -> next",

@@ -50,7 +50,8 @@ class CharBlocks(Dataset):
 
     def __init__(self, ids: torch.Tensor, block_size: int, stride: int) -> None:
         if ids.dim() != 1 or len(ids) <= block_size:
-            raise DataError(f"CharBlocks needs a 1-d stream longer than block_size={block_size}; got {tuple(ids.shape)}")
+            raise DataError(f"CharBlocks needs a 1-d stream longer than block_size={block_size}; "
+                            f"got {tuple(ids.shape)}")
         self.ids, self.block_size, self.stride = ids, block_size, stride
 
     def __len__(self) -> int:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from nnatlas.data.download import RemoteFile, extract_archive
 from nnatlas.data.errors import DataError
 from nnatlas.data.formats import CIFAR_GLOBALS, read_idx, restricted_load
 
-__all__ = ["CIFAR10_FILES", "FASHION_MNIST_FILES", "ISBI_FILES", "KMNIST_FILES", "MNIST_FILES", "load_idx_split"]
+__all__ = ["CIFAR10_FILES", "FASHION_MNIST_FILES", "ISBI_FILES", "KMNIST_FILES", "MNIST_FILES", "idx_split_files",
+           "read_idx_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +88,21 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
 
 
-def load_idx_split(ctx: LoadContext, dataset: str, folder: str, files: dict[str, RemoteFile], split: str,
+def idx_split_files(files: dict[str, RemoteFile], split: str) -> list[RemoteFile]:
+    """The images and labels files of one split (``"train"`` or ``"t10k"``)."""
+    return [files[f"{split}-images-idx3-ubyte"], files[f"{split}-labels-idx1-ubyte"]]
+
+
+def read_idx_split(paths: Mapping[str, Path], files: dict[str, RemoteFile], split: str,
                    count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split (``"train"`` or ``"t10k"``) of an IDX data set: float images (N, 1, 28, 28), int64 labels (N,)."""
-    img, lab = files[f"{split}-images-idx3-ubyte"], files[f"{split}-labels-idx1-ubyte"]
-    paths = ctx.files(dataset, folder, [img, lab])
-    images = read_idx(paths[img.name], expect_ndim=3, expect_count=count)
-    labels = read_idx(paths[lab.name], expect_ndim=1, expect_count=count)
+    """One split of an IDX data set from its local ``paths``: float images (N, 1, 28, 28), int64 labels (N,)."""
+    img, lab = (paths[f.name] for f in idx_split_files(files, split))
+    images = read_idx(img, expect_ndim=3, expect_count=count)
+    labels = read_idx(lab, expect_ndim=1, expect_count=count)
     if images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"{paths[img.name]}: expected uint8 images of 28x28; got {images.dtype} {images.shape[1:]}")
+        raise DataError(f"{img}: expected uint8 images of 28x28; got {images.dtype} {images.shape[1:]}")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{lab}: expected labels in 0..9; got {labels.min()}..{labels.max()}")
     return as_float_images(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -104,8 +112,9 @@ def _channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def _idx_bundle(ctx: LoadContext, name: str, files: dict[str, RemoteFile], classes: list[str], source: str,
                 licence: str) -> DataBundle:
-    x_train, y_train = load_idx_split(ctx, name, name, files, "train", 60_000)
-    x_test, y_test = load_idx_split(ctx, name, name, files, "t10k", 10_000)
+    paths = ctx.files(name, name, list(files.values()))  # all four at once: one message lists every missing file
+    x_train, y_train = read_idx_split(paths, files, "train", 60_000)
+    x_test, y_test = read_idx_split(paths, files, "t10k", 10_000)
     mean, std = _channel_stats(x_train)
     return DataBundle(
         name=name, task="classification",
@@ -152,7 +161,7 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: expected 'data' as uint8 (N, 3072); got {getattr(data, 'shape', type(data))}")
     labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() > 9:
+    if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         raise DataError(f"{path}: expected {data.shape[0]} labels in 0..9; got shape {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels  # rows are R(1024) G(1024) B(1024), row-major 32x32
 
@@ -173,7 +182,11 @@ def _cifar10(ctx: LoadContext) -> DataBundle:
             inner = staging / "archive" / "cifar-10-batches-py"
             if not inner.is_dir():
                 raise DataError(f"{archive} holds no cifar-10-batches-py/ folder")
-            os.replace(inner, batches)
+            try:
+                os.replace(inner, batches)
+            except OSError:  # another process (a torchrun rank) put a complete copy there first
+                if not all((batches / b).is_file() for b in _CIFAR_BATCHES):
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     parts = [_cifar_batch(batches / b) for b in _CIFAR_BATCHES]

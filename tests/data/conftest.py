@@ -40,7 +40,7 @@ class LoopbackServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = 5  # a stuck client cannot hold a handler thread for long
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:  # the stdlib's name
                 hits[self.path] += 1
                 route = routes.get(self.path)
                 if route is None:
@@ -64,7 +64,7 @@ class LoopbackServer:
                     pass
                 self.close_connection = True
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output clean
+            def log_message(self, format: str, *args: object) -> None:  # keep test output clean
                 pass
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

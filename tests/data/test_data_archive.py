@@ -95,6 +95,17 @@ def test_existing_target_is_not_merged_into(box):
         extract_archive(archive, box / "out")
 
 
+def test_damaged_archive_is_a_data_error_and_leaves_nothing(box):
+    payload = bytes(range(256)) * 4000  # incompressible enough that half the file lacks half the members
+    members = [(_file(f"pkg/{i}.bin"), payload) for i in range(4)]
+    whole = _tar(box / "whole.tar", members, mode="w").read_bytes()
+    (box / "cut.tar").write_bytes(whole[: len(whole) // 2])
+    before = _snapshot(box)
+    with pytest.raises(DataError, match="damaged"):
+        extract_archive(box / "cut.tar", box / "out")
+    assert _snapshot(box) == before
+
+
 def test_not_an_archive(box):
     (box / "plain.bin").write_bytes(b"just bytes, not an archive")
     with pytest.raises(DataError, match="neither a tar nor a zip"):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,13 @@ def test_truncated_transfer_through_ensure_files_names_what_to_fetch(server, tmp
     assert url in message and str(folder) in message and "cut.bin" in message
     assert isinstance(info.value.__cause__, DownloadError)
     assert _leftovers(folder) == []
+
+
+def test_progress_bar_path(server, tmp_path, capsys):
+    url = server.add("/bar.bin", BODY)
+    download_url(url, tmp_path / "bar.bin", sha256=SHA, progress=True)
+    assert (tmp_path / "bar.bin").read_bytes() == BODY
+    assert "bar.bin" in capsys.readouterr().err  # tqdm writes its bar to stderr
 
 
 def test_transient_server_error_is_retried(server, tmp_path):
@@ -156,3 +166,18 @@ def test_download_arguments_are_validated(tmp_path):
         download_url("http://127.0.0.1:9/x", tmp_path / "x", sha256=SHA, tries=0)
     with pytest.raises(ValueError, match="timeout"):
         download_url("http://127.0.0.1:9/x", tmp_path / "x", sha256=SHA, timeout=0)
+
+
+def test_unknown_host_fails_at_once(monkeypatch, tmp_path):
+    """Offline machines get their message without waiting for retries (no real DNS lookup is made)."""
+    calls = []
+
+    def no_dns(request, timeout):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    with pytest.raises(DownloadError, match="after 1 try"):
+        download_url("http://data.example.invalid/x", tmp_path / "x", sha256=SHA, tries=3, backoff=0)
+    assert len(calls) == 1
+    assert _leftovers(tmp_path) == []

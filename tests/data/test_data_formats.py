@@ -127,7 +127,8 @@ def _cifar_archive(n_train_per_batch: int, n_test: int) -> tuple[bytes, np.ndarr
 def test_cifar10_downloads_extracts_and_loads(server, tmp_path, monkeypatch):
     blob, image, label = _cifar_archive(4, 3)
     url = server.add("/cifar-10-python.tar.gz", blob)
-    monkeypatch.setattr(vision, "CIFAR10_FILES", [RemoteFile("cifar-10-python.tar.gz", url, hashlib.sha256(blob).hexdigest())])
+    served = RemoteFile("cifar-10-python.tar.gz", url, hashlib.sha256(blob).hexdigest())
+    monkeypatch.setattr(vision, "CIFAR10_FILES", [served])
     monkeypatch.setattr(vision, "_CIFAR_COUNTS", (20, 3))
 
     bundle = load("cifar10", data_dir=tmp_path)
@@ -157,7 +158,7 @@ def test_cifar10_refuses_a_batch_with_foreign_globals(tmp_path, monkeypatch):
 def test_cifar10_offline_message(tmp_path):
     from nnatlas.data import DataNotFoundError
 
-    with pytest.raises(DataNotFoundError, match="cifar-10-python.tar.gz") as info:
+    with pytest.raises(DataNotFoundError, match=r"cifar-10-python\.tar\.gz") as info:
         load("cifar10", data_dir=tmp_path, download=False)
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in str(info.value)
     assert isinstance(info.value, FileNotFoundError)
