@@ -297,7 +297,10 @@ class ConvAutoEncoder(nn.Module):
         B, C, H, W = x.shape
         factor = 2 ** len(c.channels)
         if H % factor or W % factor:
-            raise ShapeError(f"ConvAutoEncoder expects input (B, {c.in_channels}, H, W) with H, W divisible by {factor}; got {tuple(x.shape)}")
+            raise ShapeError(
+                f"ConvAutoEncoder expects input (B, {c.in_channels}, H, W) with H, W divisible by {factor}; "
+                f"got {tuple(x.shape)}"
+            )
         code = self.encoder(x)  # (B, 32, H/8, W/8)
         return torch.tanh(self.decoder(code))  # (B, C, H, W)
 
@@ -305,7 +308,10 @@ class ConvAutoEncoder(nn.Module):
 # ----------------------------------------------------------------------------- variants
 
 _SEED000 = "000_dead3008ff14f1b5.txt"
-_SIZES_NOTE = "The seed's NFeature is 768 (MNIST has 784 pixels): 768 is the default, in_features is configurable."
+_SIZES_NOTE = (
+    "The seed's NFeature is 768 (MNIST has 784 pixels): 768 is the default, in_features is configurable. "
+    "published_params is counted from the seed's drawn layer sizes (no paper gives a figure)."
+)
 
 
 def _param_count_mlp(sizes: list[int]) -> int:
@@ -321,7 +327,7 @@ def _param_count_mlp(sizes: list[int]) -> int:
         seed=Seed(_SEED000, "4.1 栈式自编码器"),
         notes="768-512-256-512-768 with a sigmoid after each hidden layer, as the seed draws; the output "
         "Linear has no activation (the seed draws none), so train with MSE. Trained end to end here, not "
-        "greedily layer by layer. published_params is the seed's layer sizes summed (no paper figure). " + _SIZES_NOTE,
+        "greedily layer by layer. " + _SIZES_NOTE,
     ),
 )  # fmt: skip
 def stacked_ae(**overrides) -> AutoEncoder:
@@ -349,7 +355,8 @@ def denoising_ae(**overrides) -> AutoEncoder:
     card=ModelCard(
         name="vae", family="autoencoder", title="Variational autoencoder", paper=VAE_PAPER,
         input_shape=(768,), output_shape=((768,), (128,), (128,)), task="generative modelling",
-        published_params=_param_count_mlp([768, 512, 256]) + 2 * (256 * 128 + 128) + _param_count_mlp([128, 256, 512, 768]),
+        published_params=_param_count_mlp([768, 512, 256]) + 2 * (256 * 128 + 128)
+        + _param_count_mlp([128, 256, 512, 768]),
         seed=Seed(_SEED000, "4.3 变分自编码器"),
         notes="forward returns (recon, mu, logvar) with logvar = log sigma^2; z = mu + exp(logvar / 2) * eps in "
         "training, z = mu in eval. Loss: nnatlas.models.autoencoder.vae_loss (BCE + KL, the negative ELBO) or "

@@ -22,7 +22,8 @@ the steps past the length hold index -1 and log-probability rows of 0 (no distri
 loss skips them). The encoder runs each distinct length on its own so that its final state
 is the state after the last valid element (no packing, the same math as unpadded).
 
-With ``targets`` (B, N) (a permutation of the valid positions per row, -1 past the length)
+With ``targets`` (B, N) (a permutation of the valid positions per row, then any negative
+number, -1 or -100, past the length)
 the decoder is teacher-forced: step i reads the target point C_{i-1} and masks the targets
 chosen so far; ``pointer_loss`` is the mean negative log-probability of the targets. Without
 targets, decoding is greedy (both in training and in evaluation).
@@ -133,13 +134,15 @@ class PointerNet(nn.Module):
         steps_valid = valid  # step i is valid iff i < length, the same mask as the positions
         t = targets.to(valid.device)
         in_range = (t >= 0) & (t < valid.sum(1, keepdim=True))
-        if bool((steps_valid & ~in_range).any()) or bool((~steps_valid & (t != -1)).any()):
-            raise ValueError("PointerNet expects targets in [0, length) at the first `length` steps and -1 after them")
+        if bool((steps_valid & ~in_range).any()) or bool((~steps_valid & (t >= 0)).any()):
+            raise ValueError("PointerNet expects targets in [0, length) at the first `length` steps, negative after")
         positions = torch.arange(N, device=valid.device).expand(B, N)
         if not torch.equal(t.masked_fill(~steps_valid, N).sort(dim=1).values, positions.masked_fill(~steps_valid, N)):
-            raise ValueError("PointerNet expects each row of targets to be a permutation of 0..length-1 (then -1)")
+            raise ValueError("PointerNet expects each row of targets to be a permutation of 0..length-1, then negative")
 
-    def forward(self, points: Tensor, lengths: Tensor | None = None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, points: Tensor, lengths: Tensor | None = None, targets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """points (B, N, P); lengths (B,) ints or None (all N); targets (B, N) ints or None.
 
         Returns log_probs (B, N, N): step i's log-probabilities over the N input positions,
@@ -179,8 +182,9 @@ class PointerNet(nn.Module):
 
 
 def pointer_loss(log_probs: Tensor, targets: Tensor) -> Tensor:
-    """Mean negative log-probability of the target positions over the valid steps (targets -1 are skipped)."""
+    """Mean negative log-probability of the target positions over the valid steps (negative targets are skipped)."""
     B, N, _ = log_probs.shape
+    targets = targets.masked_fill(targets < 0, -1)  # -1 and -100 both mark padding
     return F.nll_loss(log_probs.reshape(B * N, N), targets.reshape(B * N), ignore_index=-1)
 
 

@@ -68,7 +68,8 @@ LSTM_PAPER = Paper(
     link="https://doi.org/10.1162/neco.1997.9.8.1735",
 )
 GRU_PAPER = Paper(
-    authors="Kyunghyun Cho, Bart van Merriënboer, Caglar Gulcehre, Dzmitry Bahdanau, Fethi Bougares, Holger Schwenk, Yoshua Bengio",
+    authors="Kyunghyun Cho, Bart van Merriënboer, Caglar Gulcehre, Dzmitry Bahdanau, Fethi Bougares, "
+    "Holger Schwenk, Yoshua Bengio",
     title="Learning Phrase Representations using RNN Encoder-Decoder for Statistical Machine Translation",
     venue="EMNLP",
     year=2014,

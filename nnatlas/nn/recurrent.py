@@ -29,7 +29,10 @@ states h_n (L*D, B, H) (and c_n), exactly as ``torch.nn``. Two paths, chosen by 
   ``torch.rnn_tanh`` and ``torch.rnn_relu`` with the flat weight list.
 
 They are tested equal, forward and gradients. The sigmoid RNN (drawn in seed 000) has no
-fused kernel, so ``impl="fused"`` with it raises instead of running other math.
+fused kernel, so ``impl="fused"`` with it raises instead of running other math. On CUDA the
+fused path goes through cuDNN, which compacts the separately held weights at every call
+(torch warns once; torch.nn keeps them in one flat buffer instead) and computes fp32 in TF32
+unless ``torch.backends.cudnn.allow_tf32 = False``: the loop then differs by about 1e-4.
 
 Seed 000 differs: its LSTM cell computes h = c * tanh(o) (correct: o * tanh(c), as here),
 its LSTM and GRU digraphs carry each other's names, and its RNN cell uses sigmoid (kept as
@@ -109,7 +112,7 @@ class _Cell(nn.Module):
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as torch.nn initialises them."""
-        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
@@ -141,7 +144,8 @@ class _Cell(nn.Module):
     def from_reference(cls, module: nn.Module) -> "_Cell":
         """The from-scratch cell holding ``module``'s weights (its torch.nn namesake)."""
         if not isinstance(module, cls.reference):
-            raise TypeError(f"{cls.__name__}.from_reference expects torch.nn.{cls.__name__}; got {type(module).__name__}")
+            got = type(module).__name__
+            raise TypeError(f"{cls.__name__}.from_reference expects torch.nn.{cls.__name__}; got {got}")
         w = module.weight_ih
         kwargs = {"nonlinearity": module.nonlinearity} if cls is RNNCell else {}
         cell = cls(module.input_size, module.hidden_size, module.bias, device=w.device, dtype=w.dtype, **kwargs)
@@ -176,7 +180,15 @@ class RNNCell(_Cell):
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
     @staticmethod
-    def step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str = "tanh") -> Tensor:
+    def step(
+        x: Tensor,
+        h: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        b_ih: Tensor | None,
+        b_hh: Tensor | None,
+        nonlinearity: str = "tanh",
+    ) -> Tensor:
         """One time step: x (B, I), h (B, H) -> h' (B, H)."""
         return _ACTIVATIONS[nonlinearity](_gates(x, h, w_ih, w_hh, b_ih, b_hh))
 
@@ -241,7 +253,6 @@ class _Stack(nn.Module):
     """L layers of D directions; parameters weight_ih_l{k}[_reverse] etc. exactly as torch.nn names them."""
 
     num_gates = 1
-    num_states = 1  # h, or (h, c) for the LSTM
     reference: type[nn.Module] = nn.Module
 
     def __init__(
@@ -337,7 +348,8 @@ class _Stack(nn.Module):
             if s is None:
                 out.append(x.new_zeros(LD, B, H))
                 continue
-            check_input(s, (LD, B, H) if batched else (LD, H), model=name, name="initial state (num_layers * num_directions, B, H)")
+            spec = (LD, B, H) if batched else (LD, H)
+            check_input(s, spec, model=name, name="initial state (num_layers * num_directions, B, H)")
             out.append(s if batched else s.unsqueeze(1))  # (L*D, B, H)
         return x, tuple(out), batched
 
@@ -389,15 +401,17 @@ class _Stack(nn.Module):
 
     def _fused_args(self) -> tuple:
         """The trailing arguments of torch.lstm / torch.gru / torch.rnn_*."""
-        return (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
+        flags = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
+        return (self._flat_weights(), *flags)
 
     @classmethod
     def from_reference(cls, module: nn.Module, *, impl: Impl = "fused") -> "_Stack":
         """The from-scratch stack holding ``module``'s weights (its torch.nn namesake), same configuration."""
         if not isinstance(module, cls.reference):
-            raise TypeError(f"{cls.__name__}.from_reference expects torch.nn.{cls.__name__}; got {type(module).__name__}")
+            got = type(module).__name__
+            raise TypeError(f"{cls.__name__}.from_reference expects torch.nn.{cls.__name__}; got {got}")
         if getattr(module, "proj_size", 0):
-            raise ValueError(f"{cls.__name__}.from_reference: proj_size={module.proj_size} (LSTM projections) is not implemented")
+            raise ValueError(f"{cls.__name__}.from_reference: proj_size={module.proj_size} is not implemented")
         w = module.weight_ih_l0
         kwargs = {"nonlinearity": module.nonlinearity} if cls is RNN else {}
         stack = cls(
@@ -442,7 +456,9 @@ class RNN(_Stack):
         _check_nonlinearity(nonlinearity)
         if impl == "fused" and nonlinearity not in _FUSED_RNN:
             raise ValueError(f"RNN(nonlinearity={nonlinearity!r}) has no fused torch kernel; use impl='loop'")
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype, impl=impl)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype, impl=impl
+        )
         self.nonlinearity = nonlinearity
 
     def extra_repr(self) -> str:

@@ -10,6 +10,15 @@ from torch import nn
 import nnatlas
 from nnatlas.errors import ConfigError, ShapeError
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These inputs are tiny: intra-op threads only contend on a shared machine (25x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 SMALL = {"input_size": 6, "hidden_size": 8, "num_layers": 2}
 
 
@@ -21,7 +30,8 @@ def _count(module: nn.Module) -> int:
 def test_classifier_parameter_count_equals_torch_stack_plus_linear(name, reference) -> None:
     model = nnatlas.create(name)
     c = model.config
-    expected = _count(reference(c.input_size, c.hidden_size, c.num_layers)) + _count(nn.Linear(c.hidden_size, c.num_classes))
+    stack = reference(c.input_size, c.hidden_size, c.num_layers)
+    expected = _count(stack) + _count(nn.Linear(c.hidden_size, c.num_classes))
     assert _count(model) == expected
 
 
@@ -29,7 +39,8 @@ def test_classifier_parameter_count_equals_torch_stack_plus_linear(name, referen
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_reads_the_final_hidden_state_of_both_directions(name, bidirectional) -> None:
     model = nnatlas.create(name, bidirectional=bidirectional, num_classes=3, **SMALL).eval()
-    reference = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[name](6, 8, 2, batch_first=True, bidirectional=bidirectional)
+    torch_stack = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[name]
+    reference = torch_stack(6, 8, 2, batch_first=True, bidirectional=bidirectional)
     reference.load_state_dict(model.rnn.state_dict())
     x = torch.randn(2, 5, 6)
     out, _ = reference(x)  # (B, T, D*H)
