@@ -22,6 +22,10 @@ LRN (paper section 3.3): b = a / (k + alpha * sum of a^2 over n = 5 neighbouring
 k = 2, alpha = 1e-4, beta = 0.75; torch divides alpha by n, so it is 5e-4 here. Each GPU
 normalised its own maps, so the window stops at the tower boundary (``TowerLRN``).
 
+Seed errata: seed 000 flattens the 6x6x256 map as "reshape([4096])" into a [4096, 4096] Linear6
+(it is 9216 -> 4096), draws no LRN and labels fc8 "Linear7"; seed 003's prose puts LRN in every
+convolution layer and after pooling, which neither its code nor the paper does.
+
 Letters: B batch, L classes. Classifiers return logits (softmax folded into the loss).
 """
 
@@ -83,9 +87,13 @@ class AlexNetConfig:
         ins = (self.in_channels, *self.channels[:4])
         for i, (cin, cout, g) in enumerate(zip(ins, self.channels, self.groups), start=1):
             if cin % g or cout % g:
-                raise ConfigError(f"AlexNetConfig: conv{i} with groups={g} needs channels divisible by {g}; got {cin} -> {cout}")
+                raise ConfigError(
+                    f"AlexNetConfig: conv{i} with groups={g} needs channels divisible by {g}; got {cin} -> {cout}"
+                )
         if self.lrn and self.channels[0] % self.groups[1]:
-            raise ConfigError(f"AlexNetConfig: LRN per tower needs conv1's {self.channels[0]} maps split in {self.groups[1]}")
+            raise ConfigError(
+                f"AlexNetConfig: LRN per tower needs conv1's {self.channels[0]} maps split in {self.groups[1]}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"AlexNetConfig.dropout must be in [0, 1); got {self.dropout}")
         if self.dropout_at not in ("input", "output"):
@@ -142,7 +150,8 @@ class AlexNet(nn.Module):
         def lrn(groups: int) -> nn.Module:  # paper: k=2, n=5, alpha=1e-4 (5e-4 in torch's alpha/n), beta=0.75
             return TowerLRN(groups, size=5, alpha=5e-4, beta=0.75, k=2.0) if config.lrn else nn.Identity()
 
-        self.conv1 = nn.Conv2d(config.in_channels, c1, kernel_size=11, stride=4, padding=config.conv1_padding, groups=g1)
+        p1 = config.conv1_padding
+        self.conv1 = nn.Conv2d(config.in_channels, c1, kernel_size=11, stride=4, padding=p1, groups=g1)
         self.relu1 = nn.ReLU(inplace=True)
         self.norm1 = lrn(g2)  # conv1's maps are split as conv2 reads them: one tower a GPU
         self.pool1 = nn.MaxPool2d(3, stride=2)
@@ -242,8 +251,11 @@ def alexnet(**overrides) -> AlexNet:
             "pool (6) - fc6 9216 -> 4096 - fc7 4096 - fc8 1000, dropout 0.5 after fc6 and fc7. The towers are "
             "grouped convolutions (groups=2 in conv2, conv4, conv5), LRN runs within each tower (k=2, n=5, "
             "alpha=1e-4, i.e. 5e-4 in torch's alpha/n convention, beta=0.75). Exactly 60,965,224 trainable "
-            "parameters (the paper: '60 million'). Seed 000 draws no LRN, labels fc8 'Linear7' and ends in a "
-            "softmax (the model returns logits)."
+            "parameters (the paper: '60 million'). Initial weights keep torch's defaults (the paper draws "
+            "N(0, 0.01) with biases 1 in conv2, conv4, conv5 and fc6, fc7). Seed 000 errata: it draws no LRN; it "
+            "flattens the 6x6x256 map with 'reshape([4096])' and draws Linear6 as [4096, 4096], where "
+            "6 * 6 * 256 = 9216 and fc6 is 9216 -> 4096; it labels fc8 'Linear7'; it ends in a softmax (the "
+            "model returns logits)."
         ),
     ),
 )
@@ -274,7 +286,8 @@ def alexnet_2012(**overrides) -> AlexNet:
             "Seed 002's code (Dive into Deep Learning 8.1) as written: 1 input channel (Fashion-MNIST resized to "
             "224), conv 11/4 p1 96 (54) - pool (26) - conv 5 p2 256 - pool (12) - conv 3 384, 384, 256 - pool (5) - "
             "Linear(6400, 4096) - ReLU - Dropout - 4096 - ReLU - Dropout - 1000 (d2l trains it with 10 classes). "
-            "One tower, no LRN. 50,820,776 trainable parameters (no published figure)."
+            "One tower, no LRN. 50,820,776 trainable parameters (no published figure). Seed errata: none in the "
+            "code; it is d2l's as published."
         ),
     ),
 )
@@ -319,11 +332,13 @@ def _from_torchvision(name: str, ref: nn.Module) -> AlexNet:
         in_channels = ref.features[0].in_channels
         num_classes = ref.classifier[6].out_features
         dropout = ref.classifier[0].p
+        weight = ref.features[0].weight
     except (AttributeError, IndexError, TypeError) as err:
         raise ReferenceMismatchError(
             f"AlexNet from torchvision expects torchvision.models.AlexNet (features[0] a Conv2d, classifier[0] "
             f"Dropout, classifier[6] Linear); got {type(ref).__name__} ({err})"
         ) from None
-    model = alexnet(in_channels=in_channels, num_classes=num_classes, dropout=dropout)
+    with torch.device(weight.device):  # built where the reference lives, in its dtype
+        model = alexnet(in_channels=in_channels, num_classes=num_classes, dropout=dropout).to(weight.dtype)
     transfer_state(model, ref.state_dict(), torchvision_key_map, source="torchvision AlexNet")
     return model.train(ref.training)

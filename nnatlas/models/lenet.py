@@ -30,13 +30,15 @@ The 1998 paper's LeNet-5 (``lenet5_1998``) differs in every layer but the sizes:
 with the squashing function f(a) = A tanh(S a), A = 1.7159, S = 2/3 (paper, Appendix A):
 60,000 trainable parameters in all.
 
+Seed 000 draws the modern simplification and calls it LeNet; its shapes are right. The 1998
+model is added from the paper. Seed 000's output label misspells BatchSize as "BatchSise".
+
 Letters: B batch, L classes. Classifiers return logits (the softmax of the seed's drawing is
 folded into the loss, as torchvision does).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -221,7 +223,8 @@ class LeNet5Config:
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes <= 10:
             raise ConfigError(
-                f"LeNet5Config.num_classes must be in 1..10 (one hand-drawn digit prototype each); got {self.num_classes}"
+                "LeNet5Config.num_classes must be in 1..10 (one hand-drawn digit prototype each); "
+                f"got {self.num_classes}"
             )
         if not self.amplitude > 0 or not self.slope > 0:
             raise ConfigError(f"LeNet5Config.amplitude and slope must be > 0; got {self.amplitude}, {self.slope}")
@@ -276,7 +279,8 @@ class PartialConv2d(nn.Module):
         self.fan_in = tuple(maps_read[o] * kernel_size**2 for o, _ in pairs)  # per connection: inputs of its unit
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, connections={len(self.weight)}"
+        k, n = self.kernel_size, len(self.weight)
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={k}, connections={n}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in, H, W) -> (B, out, H - K + 1, W - K + 1)."""
@@ -327,7 +331,6 @@ class LeNet5(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Appendix A: weights uniform in (-2.4 / F_i, 2.4 / F_i), F_i the fan-in of the unit; biases 0."""
-
         for weight, fan_in in (
             (self.C1.weight, 25),
             (self.S2.weight, 4),
@@ -405,7 +408,8 @@ def lenet(**overrides) -> LeNet:
             "Seed 002 code (Dive into Deep Learning 7.6): Conv2d(1, 6, 5, padding=2) - Sigmoid - AvgPool2d(2, 2) - "
             "Conv2d(6, 16, 5) - Sigmoid - AvgPool2d(2, 2) - Flatten - 400 -> 120 -> 84 -> 10 with sigmoids; "
             "Fashion-MNIST sized 28x28 input, padded so the maps are 28, 14, 10, 5 as in seed 000. 61,706 parameters "
-            "(the same as lenet; no published figure)."
+            "(the same as lenet; no published figure). Seed errata: none in the code; the final Linear "
+            "gives logits (d2l folds the softmax into the loss too)."
         ),
     ),
 )
@@ -423,12 +427,15 @@ def lenet_d2l(**overrides) -> LeNet:
         input_shape=(1, 28, 28),
         output_shape=(10,),
         task="image classification",
-        seed=Seed("002_45599a84e7f542eb.txt", "批量规范化"),
+        seed=Seed("002_45599a84e7f542eb.txt", "批量规范化(BN)"),
         notes=(
             "Dive into Deep Learning 8.5 (concise version): BatchNorm after each of the two convolutions and the two "
             "hidden linear layers, before the sigmoid; average pooling. As in d2l, conv1 is unpadded, so a 28x28 "
             "image gives 24 -> 12 -> 8 -> 4 and fc1 is 256 -> 120. 44,878 trainable parameters (no published "
-            "figure). Seed 002 describes batch normalization (formula, placement) but shows no LeNet-BN code."
+            "figure). Seed 002 describes batch normalization (formula, placement before the activation, per "
+            "feature for linear layers and per channel for convolutions) but shows no LeNet-BN code; its claim "
+            "that BN 'only speeds up convergence and cannot improve accuracy' is the seed's opinion, not the "
+            "paper's finding."
         ),
     ),
 )

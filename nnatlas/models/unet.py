@@ -29,6 +29,9 @@ every convolution takes 2 pixels and the skip is centre-cropped to the up-sample
 An input side s works when every pooled map is even: s = 16 m + 60 with m >= 8 (188, 204, ...,
 572, ...), and the output side is s - 184.
 
+Seed 003 shows milesial's code with the older conv bias (the repository dropped it before batch
+norm; the published 31,037,698 is without it) and a bilinear snippet without align_corners=True.
+
 Letters: B batch, L classes (per-pixel logits; the softmax is folded into the loss).
 """
 
@@ -78,7 +81,7 @@ class UNetConfig:
         if self.bilinear and self.base_channels % 2:
             raise ConfigError(f"UNetConfig.base_channels must be even with bilinear=True; got {self.base_channels}")
         if self.bilinear and not self.padded:
-            raise ConfigError("UNetConfig: bilinear=True needs padded=True (the unpadded paper net up-samples by up-conv)")
+            raise ConfigError("UNetConfig: bilinear=True needs padded=True (the unpadded paper net uses up-convs)")
 
 
 def valid_unpadded_sizes(limit: int = 600) -> list[int]:
@@ -90,7 +93,12 @@ class DoubleConv(nn.Module):
     """(conv 3x3 -> [BN] -> ReLU) x 2: (B, in, H, W) -> (B, out, H, W), or (H - 4, W - 4) unpadded."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, mid_channels: int | None = None, padding: int = 1, batch_norm: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        mid_channels: int | None = None,
+        padding: int = 1,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         mid_channels = mid_channels or out_channels
@@ -189,7 +197,9 @@ class UNet(nn.Module):
         check_input(x, ("B", c.in_channels, "H", "W"), model="UNet")
         H, W = x.shape[-2:]
         if c.padded and min(H, W) < 16:
-            raise ShapeError(f"UNet expects input (B, {c.in_channels}, H, W) with H, W >= 16 (four 2x2 pools); got {tuple(x.shape)}")
+            raise ShapeError(
+                f"UNet expects input (B, {c.in_channels}, H, W) with H, W >= 16 (four 2x2 pools); got {tuple(x.shape)}"
+            )
         if not c.padded and any(s < 188 or (s - 60) % 16 for s in (H, W)):
             raise ShapeError(
                 f"UNet (unpadded) expects input (B, {c.in_channels}, H, W) with each side 16 m + 60, m >= 8 "
@@ -236,8 +246,10 @@ class UNet(nn.Module):
             "in_channels 3, 2 classes: 31,037,698 parameters. The repository's convolutions have no bias (it is "
             "redundant before batch norm) and the published count is without it; the seed's older copy keeps the "
             "default bias (31,043,586). Module names and state-dict keys are the repository's. Any input of 16x16 "
-            "or more works (odd sizes are padded); the card uses 64x64 so the tests run on CPU. The seed's prose "
-            "calls the skips a remedy for vanishing gradients; in U-Net they carry the high-resolution detail the "
+            "or more works (odd sizes are padded); the card uses 64x64 so the tests run on CPU. Seed errata: its "
+            "bilinear snippet nn.Upsample(scale_factor=2, mode='bilinear') omits the repository's align_corners=True "
+            "(kept here; torch's default samples differently); its prose calls the skips a remedy for vanishing "
+            "gradients; in U-Net they carry the high-resolution detail the "
             "contracting path pooled away."
         ),
     ),

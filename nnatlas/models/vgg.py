@@ -147,7 +147,9 @@ class VGG(nn.Module):
         c = self.config
         check_input(x, ("B", c.in_channels, "H", "W"), model="VGG")
         if min(x.shape[-2:]) < c.min_size:
-            raise ShapeError(f"VGG expects input (B, {c.in_channels}, H, W) with H, W >= {c.min_size}; got {tuple(x.shape)}")
+            raise ShapeError(
+                f"VGG expects input (B, {c.in_channels}, H, W) with H, W >= {c.min_size}; got {tuple(x.shape)}"
+            )
         B, C, H, W = x.shape
         for block in self.blocks:
             x = block(x)  # (B, 64, H/2, W/2), (B, 128, H/4, W/4), ..., (B, 512, H/32, W/32)
@@ -270,7 +272,10 @@ def torchvision_key_map(config: VGGConfig) -> dict[str, str]:
     torchvision numbers one flat ``features`` Sequential: per convolution conv (, bn), relu;
     per block a max-pool. The classifier is Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear.
     """
-    tensors = {"conv": ("weight", "bias"), "bn": ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    tensors = {
+        "conv": ("weight", "bias"),
+        "bn": ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"),
+    }
     keys: dict[str, str] = {}
     index = 0  # position in torchvision's features
     for b, num_convs in enumerate(config.layers, start=1):
@@ -295,11 +300,13 @@ def _from_torchvision(name: str, ref: nn.Module) -> VGG:
         in_channels = ref.features[0].in_channels
         num_classes = ref.classifier[6].out_features
         dropout = ref.classifier[2].p
+        weight = ref.features[0].weight
     except (AttributeError, IndexError, TypeError) as err:
         raise ReferenceMismatchError(
             f"VGG from torchvision expects torchvision.models.VGG (features[0] a Conv2d, classifier[2] Dropout, "
             f"classifier[6] Linear); got {type(ref).__name__} ({err})"
         ) from None
-    model = _FACTORIES[name](in_channels=in_channels, num_classes=num_classes, dropout=dropout)
+    with torch.device(weight.device):  # built where the reference lives, in its dtype
+        model = _FACTORIES[name](in_channels=in_channels, num_classes=num_classes, dropout=dropout).to(weight.dtype)
     transfer_state(model, ref.state_dict(), torchvision_key_map(model.config), source=f"torchvision {name}")
     return model.train(ref.training)

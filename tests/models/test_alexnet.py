@@ -33,9 +33,8 @@ def _shapes_after(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[s
 def test_alexnet_2012_feature_maps_55_27_13_6() -> None:
     with torch.device("meta"):
         model = nnatlas.create("alexnet_2012").eval()
-        seen = _shapes_after(
-            model, ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "flatten"], torch.randn(1, 3, 227, 227)
-        )
+        names = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "flatten"]
+        seen = _shapes_after(model, names, torch.randn(1, 3, 227, 227))
     assert seen == {
         "conv1": (1, 96, 55, 55),
         "pool1": (1, 96, 27, 27),
@@ -212,15 +211,24 @@ def test_key_map_covers_the_torchvision_state_dict() -> None:
 
 def test_mismatched_reference_raises() -> None:
     tv = pytest.importorskip("torchvision")
-    with torch.device("meta"):
+    with torch.device("meta"):  # the error comes before any weight is copied: no memory, no time
         extra = tv.models.alexnet()
         extra.features.add_module("13", nn.Conv2d(256, 256, 1))  # a key nnatlas has no place for
         missing = tv.models.alexnet()
         missing.features[8] = nn.Identity()  # conv4 gone
         misshaped = tv.models.alexnet()
         misshaped.classifier[4] = nn.Linear(4096, 2048)
-    for ref, what in ((extra, "not used"), (missing, "without"), (misshaped, "shapes differ")):
-        with pytest.raises(nnatlas.ReferenceMismatchError, match=what):
-            nnatlas.from_reference("alexnet", ref)
-    with pytest.raises(nnatlas.ReferenceMismatchError, match="expects torchvision.models.AlexNet"):
-        nnatlas.from_reference("alexnet", nn.Linear(3, 3))
+        for ref, what in ((extra, "not used"), (missing, "without"), (misshaped, "shapes differ")):
+            with pytest.raises(nnatlas.ReferenceMismatchError, match=what):
+                nnatlas.from_reference("alexnet", ref)
+        with pytest.raises(nnatlas.ReferenceMismatchError, match="expects torchvision.models.AlexNet"):
+            nnatlas.from_reference("alexnet", nn.Linear(3, 3))
+
+
+def test_from_torchvision_keeps_the_reference_dtype() -> None:
+    tv = pytest.importorskip("torchvision")
+    ref = tv.models.alexnet(num_classes=3).double().eval()
+    model = nnatlas.from_reference("alexnet", ref)
+    assert model.conv1.weight.dtype == torch.float64
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-10)  # fp64

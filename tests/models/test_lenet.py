@@ -159,7 +159,8 @@ def test_squash_is_the_papers_scaled_tanh() -> None:
     f = Squash()
     a = torch.tensor([-1.0, 0.0, 1.0, 10.0])
     torch.testing.assert_close(f(a), 1.7159 * torch.tanh(2.0 / 3.0 * a))
-    torch.testing.assert_close(f(torch.tensor([1.0, -1.0])), torch.tensor([1.0, -1.0]), atol=1e-4, rtol=0)  # f(+-1) = +-1
+    ones = torch.tensor([1.0, -1.0])
+    torch.testing.assert_close(f(ones), ones, atol=1e-4, rtol=0)  # f(+-1) = +-1, A and S are chosen for it
 
 
 def test_rbf_logits_are_minus_squared_distances_to_the_prototypes() -> None:
@@ -240,5 +241,6 @@ def test_configs_are_frozen_and_derive_the_feature_size() -> None:
 @pytest.mark.parametrize("name", ["lenet", "lenet_d2l", "lenet_bn", "lenet5_1998"])
 def test_wrong_size_names_the_model_and_both_shapes(name: str) -> None:
     model = nnatlas.create(name)
-    with pytest.raises(nnatlas.ShapeError, match=r"LeNet5? expects input \(B, 1, (32, 32|28, 28)\); got \(2, 3, 30, 30\)"):
+    expected = r"LeNet5? expects input \(B, 1, (32, 32|28, 28)\); got \(2, 3, 30, 30\)"
+    with pytest.raises(nnatlas.ShapeError, match=expected):
         model(torch.randn(2, 3, 30, 30))

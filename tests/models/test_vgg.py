@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,8 @@ def test_vgg16_feature_maps_112_56_28_14_7() -> None:
         model = nnatlas.create("vgg16").eval()
         seen: dict[str, tuple[int, ...]] = {}
         for i in range(1, 6):
-            getattr(model, f"block{i}").register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"block{i}", tuple(o.shape)))
+            block = getattr(model, f"block{i}")
+            block.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"block{i}", tuple(o.shape)))
         model.avgpool.register_forward_hook(lambda m, a, o: seen.__setitem__("avgpool", tuple(o.shape)))
         out = model(torch.randn(1, 3, 224, 224))
     assert seen == {
@@ -72,7 +75,8 @@ def test_small_inputs_and_the_size_check() -> None:
     model = nnatlas.create("vgg11", num_classes=3, hidden=16).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 48)).shape == (1, 3)
-    with pytest.raises(nnatlas.ShapeError, match=r"VGG expects input \(B, 3, H, W\) with H, W >= 32; got \(1, 3, 31, 64\)"):
+    expected = r"VGG expects input \(B, 3, H, W\) with H, W >= 32; got \(1, 3, 31, 64\)"
+    with pytest.raises(nnatlas.ShapeError, match=expected):
         model(torch.randn(1, 3, 31, 64))
 
 
@@ -134,21 +138,19 @@ def test_from_torchvision_matches_outputs_and_gradients(name: str) -> None:
     F.cross_entropy(out, target).backward()
     ref_params = dict(ref.named_parameters())
     for key, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref_params[keys[key]].grad, rtol=1e-4, atol=1e-6)
+        theirs = ref_params[keys[key]].grad
+        # max-norm closeness: assert_close's element-wise temporaries over fc1's 102M entries take ~20 s on CPU
+        assert (p.grad - theirs).abs().max() <= 1e-6 + 1e-4 * theirs.abs().max(), key
 
-
-def test_from_torchvision_train_mode_matches_with_batch_norm_and_dropout() -> None:
-    """Batch statistics, running-stat updates and dropout masks (same seed) agree in training mode."""
-    tv = pytest.importorskip("torchvision")
-    ref = tv.models.vgg11_bn(num_classes=4).train()
-    model = nnatlas.from_reference("vgg11_bn", ref)
-    assert model.training
-    x = torch.randn(2, 3, 32, 32)
+    # training mode: batch statistics, running-stat updates and dropout masks (same seed) agree
+    ref.train()
+    model.train()
     torch.manual_seed(3)
     expected = ref(x)
     torch.manual_seed(3)
     torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(model.block3.bn2.running_var, ref.features[12].running_var)
+    if name.endswith("_bn"):
+        torch.testing.assert_close(model.block3.bn2.running_var, ref.features[12].running_var)
 
 
 def test_mismatched_reference_raises() -> None:
@@ -171,3 +173,16 @@ def test_mismatched_reference_raises() -> None:
         not_vgg.features[0] = nn.Identity()
         with pytest.raises(nnatlas.ReferenceMismatchError, match="expects torchvision.models.VGG"):
             nnatlas.from_reference("vgg11", not_vgg)
+
+
+def test_a_tiny_config_builds_and_runs() -> None:
+    """Three narrow blocks: the config, not the class, fixes the depth (tiny configs keep tests fast)."""
+    config = VGGConfig(layers=(1, 2, 1), channels=(4, 8, 8), num_classes=5, hidden=16, pool_size=2)
+    assert config.min_size == 8
+    overrides = {"layers": config.layers, "channels": config.channels, "hidden": 16, "pool_size": 2}
+    model = nnatlas.create("vgg11", num_classes=5, **overrides)
+    assert model.config == dataclasses.replace(config, batch_norm=False)
+    out = model(torch.randn(2, 3, 8, 8))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
