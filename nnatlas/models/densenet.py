@@ -46,9 +46,27 @@ from torch import nn
 
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d
-from nnatlas.registry import ModelCard, Paper, Seed, configure, create, register_model, register_reference, transfer_state
+from nnatlas.registry import (
+    ModelCard,
+    Paper,
+    Seed,
+    configure,
+    create,
+    register_model,
+    register_reference,
+    transfer_state,
+)
 
-__all__ = ["DenseNetConfig", "DenseLayer", "DenseBlock", "Transition", "DenseNet", "densenet121", "densenet169", "densenet201"]
+__all__ = [
+    "DenseNetConfig",
+    "DenseLayer",
+    "DenseBlock",
+    "Transition",
+    "DenseNet",
+    "densenet121",
+    "densenet169",
+    "densenet201",
+]
 
 DENSENET_PAPER = Paper(
     authors="Gao Huang, Zhuang Liu, Laurens van der Maaten, Kilian Q. Weinberger",
@@ -78,7 +96,9 @@ class DenseNetConfig:
             if type(value) is not int or value < 1:
                 raise ConfigError(f"DenseNetConfig.{name} must be an int >= 1; got {value!r}")
         if not self.block_config or any(type(n) is not int or n < 1 for n in self.block_config):
-            raise ConfigError(f"DenseNetConfig.block_config must be ints >= 1 (layers per block); got {self.block_config!r}")
+            raise ConfigError(
+                f"DenseNetConfig.block_config must be ints >= 1 (layers per block); got {self.block_config!r}"
+            )
         if not 0.0 < self.compression <= 1.0:
             raise ConfigError(f"DenseNetConfig.compression must be in (0, 1]; got {self.compression!r}")
         if not 0.0 <= self.drop_rate < 1.0:
@@ -116,7 +136,9 @@ class DenseBlock(nn.Module):
     x: (B, C_in, H, W) -> (B, C_in + num_layers * k, H, W).
     """
 
-    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size, drop_rate) for i in range(num_layers)
@@ -155,11 +177,12 @@ class DenseNet(nn.Module):
         super().__init__()
         self.config = config
         k = config.growth_rate
-        self.conv0 = nn.Conv2d(config.in_channels, config.num_init_features, kernel_size=7, stride=2, padding=3, bias=False)
-        self.norm0 = BatchNorm2d(config.num_init_features)
+        stem = config.num_init_features
+        self.conv0 = nn.Conv2d(config.in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.norm0 = BatchNorm2d(stem)
         self.relu0 = nn.ReLU(inplace=True)
         self.pool0 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        channels = config.num_init_features
+        channels = stem
         n_blocks = len(config.block_config)
         for i, num_layers in enumerate(config.block_config, start=1):
             self.add_module(f"denseblock{i}", DenseBlock(num_layers, channels, k, config.bn_size, config.drop_rate))
@@ -188,6 +211,7 @@ class DenseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, H, W) images -> (B, num_classes) logits."""
         check_input(x, ("B", self.config.in_channels, "H", "W"), model=f"DenseNet{self.config.block_config}")
+        B, C, H, W = x.shape
         x = self.pool0(self.relu0(self.norm0(self.conv0(x))))  # (B, 64, H/4, W/4)
         n_blocks = len(self.config.block_config)
         for i in range(1, n_blocks + 1):
@@ -290,7 +314,8 @@ def _from_torchvision(name: str, ref: nn.Module) -> DenseNet:
             "in_channels": features.conv0.in_channels,
         }
     except (AttributeError, TypeError) as err:
-        raise ReferenceMismatchError(f"{name} expects a torchvision DenseNet as reference; got {type(ref).__name__} ({err})") from None
+        got = f"{type(ref).__name__} ({err})"
+        raise ReferenceMismatchError(f"{name} expects a torchvision DenseNet as reference; got {got}") from None
     if blocks != BLOCKS[name]:
         raise ReferenceMismatchError(f"{name} expects dense blocks {BLOCKS[name]}; the reference has {blocks}")
     model = create(name, **overrides)

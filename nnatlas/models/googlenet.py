@@ -1,4 +1,4 @@
-"""GoogLeNet / Inception v1 (Szegedy et al., "Going Deeper with Convolutions", CVPR 2015; arXiv 2014).
+"""GoogLeNet / Inception v1 (Szegedy et al., "Going Deeper with Convolutions", 2014; CVPR 2015).
 
 An Inception block runs four paths side by side on the same input and concatenates
 their outputs on the channels: a 1x1 conv; a 1x1 "reduce" conv then a 3x3 conv; a 1x1
@@ -52,7 +52,16 @@ from torch import nn
 
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d, LocalResponseNorm
-from nnatlas.registry import ModelCard, Paper, Seed, configure, create, register_model, register_reference, transfer_state
+from nnatlas.registry import (
+    ModelCard,
+    Paper,
+    Seed,
+    configure,
+    create,
+    register_model,
+    register_reference,
+    transfer_state,
+)
 
 __all__ = [
     "GoogLeNetConfig",
@@ -70,8 +79,8 @@ GOOGLENET_PAPER = Paper(
     authors="Christian Szegedy, Wei Liu, Yangqing Jia, Pierre Sermanet, Scott Reed, Dragomir Anguelov, "
     "Dumitru Erhan, Vincent Vanhoucke, Andrew Rabinovich",
     title="Going Deeper with Convolutions",
-    venue="CVPR",
-    year=2015,
+    venue="arXiv:1409.4842 (ILSVRC 2014; CVPR 2015)",
+    year=2014,
     link="https://arxiv.org/abs/1409.4842",
 )
 
@@ -119,7 +128,9 @@ class GoogLeNetConfig:
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"GoogLeNetConfig.{name} must be in [0, 1); got {value!r}")
         if self.transform_input and self.in_channels != 3:
-            raise ConfigError(f"GoogLeNetConfig.transform_input needs in_channels=3 (RGB); got in_channels={self.in_channels}")
+            raise ConfigError(
+                f"GoogLeNetConfig.transform_input needs in_channels=3 (RGB); got in_channels={self.in_channels}"
+            )
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -131,13 +142,22 @@ class GoogLeNetOutputs(NamedTuple):
 
 
 class BasicConv2d(nn.Module):
-    """conv + ReLU (the paper), or conv without bias + BatchNorm(eps=0.001) + ReLU (``batch_norm=True``, torchvision)."""
+    """conv + ReLU (the paper), or conv without bias + BN(eps=0.001) + ReLU (``batch_norm=True``, torchvision)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0, *, batch_norm: bool
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        batch_norm: bool,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=not batch_norm)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=not batch_norm
+        )  # the bias is redundant before BN
         self.bn = BatchNorm2d(out_channels, eps=0.001) if batch_norm else None
         self.relu = nn.ReLU(inplace=True)
 
@@ -176,10 +196,12 @@ class Inception(nn.Module):
             BasicConv2d(in_channels, c2[0], 1, batch_norm=bn), BasicConv2d(c2[0], c2[1], 3, padding=1, batch_norm=bn)
         )
         self.branch3 = nn.Sequential(
-            BasicConv2d(in_channels, c3[0], 1, batch_norm=bn), BasicConv2d(c3[0], c3[1], k, padding=k // 2, batch_norm=bn)
+            BasicConv2d(in_channels, c3[0], 1, batch_norm=bn),
+            BasicConv2d(c3[0], c3[1], k, padding=k // 2, batch_norm=bn),
         )
         self.branch4 = nn.Sequential(
-            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True), BasicConv2d(in_channels, c4, 1, batch_norm=bn)
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+            BasicConv2d(in_channels, c4, 1, batch_norm=bn),
         )
         self.in_channels = in_channels
         self.out_channels = c1 + c2[1] + c3[1] + c4
@@ -187,6 +209,7 @@ class Inception(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, c1 + c2[1] + c3[1] + c4, H, W)."""
         check_input(x, ("B", self.in_channels, "H", "W"), model="Inception")
+        B, C, H, W = x.shape
         p1 = self.branch1(x)  # (B, c1, H, W)
         p2 = self.branch2(x)  # (B, c2[1], H, W)
         p3 = self.branch3(x)  # (B, c3[1], H, W)
@@ -248,12 +271,13 @@ class GoogLeNet(nn.Module):
         self.inception4c = inception("4c")
         self.inception4d = inception("4d")
         self.inception4e = inception("4e")
-        self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True) if paper else nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.maxpool4 = nn.MaxPool2d(3 if paper else 2, stride=2, ceil_mode=True)  # torchvision's is 2x2
         self.inception5a = inception("5a")
         self.inception5b = inception("5b")
         if config.aux_logits:
-            self.aux1 = InceptionAux(512, config.num_classes, layout=config.layout, dropout=config.aux_dropout)  # type: ignore[arg-type]
-            self.aux2 = InceptionAux(528, config.num_classes, layout=config.layout, dropout=config.aux_dropout)  # type: ignore[arg-type]
+            layout, p = config.layout, config.aux_dropout
+            self.aux1 = InceptionAux(512, config.num_classes, layout=layout, dropout=p)  # type: ignore[arg-type]
+            self.aux2 = InceptionAux(528, config.num_classes, layout=layout, dropout=p)  # type: ignore[arg-type]
         else:
             self.aux1 = self.aux2 = None
         self.avgpool = nn.AvgPool2d(7, stride=1) if paper else nn.AdaptiveAvgPool2d(1)
@@ -277,9 +301,11 @@ class GoogLeNet(nn.Module):
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised (x - mean) / std -> (x' - 0.5) / 0.5, the range torchvision's ported weights expect."""
-        mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        # scale and shift computed in double, as torchvision does, so that the two agree to the last bit
+        scale = x.new_tensor([s / 0.5 for s in std]).view(1, 3, 1, 1)
+        shift = x.new_tensor([(m - 0.5) / 0.5 for m in mean]).view(1, 3, 1, 1)
+        return x * scale + shift  # (B, 3, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         """x: (B, in_channels, 224, 224) images (any size from 15x15 in the torchvision layout).
@@ -292,6 +318,7 @@ class GoogLeNet(nn.Module):
             check_input(x, ("B", c.in_channels, 224, 224), model="GoogLeNet")
         else:
             check_input(x, ("B", c.in_channels, "H", "W"), model="GoogLeNet (torchvision layout)")
+        B, C, H, W = x.shape
         if c.transform_input:
             x = self._transform_input(x)
         x = self.maxpool1(self.conv1(x))  # (B, 64, H/4, W/4)
@@ -404,7 +431,8 @@ def _from_torchvision(name: str, ref: nn.Module) -> GoogLeNet:
             "aux_dropout": float(ref.aux1.dropout.p) if aux else GoogLeNetConfig.aux_dropout,
         }
     except AttributeError as err:
-        raise ReferenceMismatchError(f"{name} expects a torchvision GoogLeNet as reference; got {type(ref).__name__} ({err})") from None
+        got = f"{type(ref).__name__} ({err})"
+        raise ReferenceMismatchError(f"{name} expects a torchvision GoogLeNet as reference; got {got}") from None
     model = create(name, **overrides)
     transfer_state(model, ref.state_dict(), _torchvision_key, source=f"torchvision {type(ref).__name__}")
     return model.train(ref.training)

@@ -42,7 +42,16 @@ from torch import nn
 
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d
-from nnatlas.registry import ModelCard, Paper, Seed, configure, create, register_model, register_reference, transfer_state
+from nnatlas.registry import (
+    ModelCard,
+    Paper,
+    Seed,
+    configure,
+    create,
+    register_model,
+    register_reference,
+    transfer_state,
+)
 
 __all__ = ["ResNetConfig", "BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
 
@@ -187,6 +196,7 @@ class ResNet(nn.Module):
         """x: (B, in_channels, H, W) images -> (B, num_classes) logits."""
         name = f"ResNet({self.config.block}, {self.config.layers})"
         check_input(x, ("B", self.config.in_channels, "H", "W"), model=name)
+        B, C, H, W = x.shape
         x = self.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.maxpool(x)  # (B, 64, H/4, W/4)
         x = self.layer1(x)  # (B, 64 e, H/4, W/4)   e = block expansion (1 or 4)
@@ -278,7 +288,8 @@ def _torchvision_key(key: str) -> str:
 
 @register_reference("resnet18", "resnet34", "resnet50")
 def _from_torchvision(name: str, ref: nn.Module) -> ResNet:
-    """Build ``name`` from a ``torchvision.models.ResNet``: classes and input channels from ``ref``, weights via the key map."""
+    """Build ``name`` from a ``torchvision.models.ResNet``: classes and input channels from ``ref``,
+    weights through the key map."""
     want = {
         "resnet18": ("BasicBlock", (2, 2, 2, 2)),
         "resnet34": ("BasicBlock", (3, 4, 6, 3)),
@@ -288,9 +299,12 @@ def _from_torchvision(name: str, ref: nn.Module) -> ResNet:
         got = (type(ref.layer1[0]).__name__, tuple(len(getattr(ref, f"layer{i}")) for i in range(1, 5)))
         num_classes, in_channels = ref.fc.out_features, ref.conv1.in_channels
     except (AttributeError, TypeError, IndexError) as err:
-        raise ReferenceMismatchError(f"{name} expects a torchvision ResNet as reference; got {type(ref).__name__} ({err})") from None
+        got_type = f"{type(ref).__name__} ({err})"
+        raise ReferenceMismatchError(f"{name} expects a torchvision ResNet as reference; got {got_type}") from None
     if got != want:
-        raise ReferenceMismatchError(f"{name} expects a torchvision ResNet of {want[0]}s {want[1]}; got {got[0]}s {got[1]}")
+        raise ReferenceMismatchError(
+            f"{name} expects a torchvision ResNet of {want[0]}s {want[1]}; got {got[0]}s {got[1]}"
+        )
     for m in ref.modules():  # ResNeXt / dilated variants share the key names but not the arithmetic
         if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.dilation != (1, 1)):
             raise ReferenceMismatchError(f"{name} expects plain convs (groups=1, dilation=1); the reference has {m}")

@@ -139,7 +139,9 @@ def test_matches_torchvision_densenet121() -> None:
 def test_config_read_from_reference() -> None:
     tv = pytest.importorskip("torchvision")
     with torch.device("meta"):
-        ref = tv.models.DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, bn_size=2, drop_rate=0.1, num_classes=7)
+        ref = tv.models.DenseNet(
+            growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, bn_size=2, drop_rate=0.1, num_classes=7
+        )
         ours = nnatlas.from_reference("densenet121", ref)
     c = ours.config
     assert (c.growth_rate, c.num_init_features, c.bn_size, c.drop_rate, c.num_classes) == (12, 24, 2, 0.1, 7)
