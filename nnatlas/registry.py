@@ -87,6 +87,7 @@ class ModelCard:
     notes: str = ""
     batched: bool = True
     input_dtype: str = "float"  # "float" or "int" (token ids); tuples of inputs describe themselves in example_input
+    small_input_shape: Shape | None = None  # a smaller input the model also takes (quick checks, small-image training)
 
     @property
     def multi_input(self) -> bool:
@@ -171,15 +172,21 @@ def create(name: str, **overrides: Any) -> nn.Module:
     return _entry(name).factory(**overrides)
 
 
-def example_input(name: str, batch_size: int = 2, *, seed: int = 0) -> Any:
-    """An input the model accepts at its card's size: a tensor, or a tuple for several inputs."""
+def example_input(name: str, batch_size: int = 2, *, seed: int = 0, small: bool = False) -> Any:
+    """An input the model accepts at its card's size: a tensor, or a tuple for several inputs.
+
+    ``small=True`` gives the card's ``small_input_shape`` instead where it has one (VGG at
+    32x32 rather than 224x224): the same model, a fraction of the arithmetic.
+    """
     if batch_size < 1:
         raise ValueError(f"example_input expects batch_size >= 1; got {batch_size}")
     entry = _entry(name)
     gen = torch.Generator().manual_seed(seed)
+    c = entry.card
+    if small and c.small_input_shape is not None:
+        return torch.randn((batch_size, *c.small_input_shape), generator=gen)
     if entry.example is not None:
         return entry.example(batch_size, gen)
-    c = entry.card
     shape = (batch_size, *c.input_shape) if c.batched else tuple(c.input_shape)
     return torch.randn(shape, generator=gen)
 

@@ -215,6 +215,7 @@ class AlexNet(nn.Module):
         title="AlexNet (torchvision, one tower)",
         paper=ALEXNET_PAPER,
         input_shape=(3, 224, 224),
+        small_input_shape=(3, 64, 64),
         output_shape=(1000,),
         task="image classification",
         published_params=61_100_840,

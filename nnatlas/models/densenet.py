@@ -241,6 +241,7 @@ def _card(name: str, title: str, params: int) -> ModelCard:
         title=title,
         paper=DENSENET_PAPER,
         input_shape=(3, 224, 224),
+        small_input_shape=(3, 64, 64),
         output_shape=(1000,),
         task="image classification",
         published_params=params,

@@ -384,6 +384,7 @@ def googlenet(**overrides) -> GoogLeNet:
         title="GoogLeNet (torchvision layout, BatchNorm)",
         paper=GOOGLENET_PAPER,
         input_shape=(3, 224, 224),
+        small_input_shape=(3, 64, 64),
         output_shape=(1000,),
         task="image classification",
         published_params=6_624_904,

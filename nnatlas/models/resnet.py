@@ -223,6 +223,7 @@ def _card(name: str, title: str, params: int, notes: str, seed: Seed) -> ModelCa
         title=title,
         paper=RESNET_PAPER,
         input_shape=(3, 224, 224),
+        small_input_shape=(3, 64, 64),
         output_shape=(1000,),
         task="image classification",
         published_params=params,

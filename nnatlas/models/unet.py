@@ -265,8 +265,9 @@ def unet(**overrides) -> UNet:
         family="unet",
         title="U-Net (Ronneberger et al., 2015, as published)",
         paper=UNET_PAPER,
-        input_shape=(1, 188, 188),
-        output_shape=(2, 4, 4),
+        input_shape=(1, 572, 572),
+        output_shape=(2, 388, 388),
+        small_input_shape=(1, 188, 188),
         task="semantic segmentation",
         published_params=31_030_658,
         seed=Seed("003_979c5363c5233b21.txt", "Unet"),
@@ -274,8 +275,8 @@ def unet(**overrides) -> UNet:
             "The paper's Figure 1: unpadded 3x3 convolutions with ReLU and no batch norm, 64-128-256-512-1024 maps, "
             "2x2 max-pool, 2x2 up-convolutions halving the maps, the skip centre-cropped and concatenated, 1x1 "
             "convolution to 2 classes; 1 input channel. 572x572 tiles give 388x388 maps (the paper's figure; "
-            "tests/models/test_unet.py checks it). Any side 16 m + 60 (m >= 8) works, giving side - 184; the card "
-            "registers the smallest, 188 -> 4, so the shared contract test runs on CPU. 31,030,658 parameters. "
+            "tests/models/test_unet.py checks it). Any side 16 m + 60 (m >= 8) works, giving side - 184; the smallest, "
+            "188 -> 4, is the card's small input for quick checks. 31,030,658 parameters. "
             "The paper puts dropout 'at the end of the contracting path' without naming the layers: here p = 0.5 on "
             "the bottom level's output. Initial weights keep torch's default (the paper draws N(0, 2/fan-in)). Seed "
             "003 shows only the padded milesial variant (see unet)."

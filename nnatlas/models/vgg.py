@@ -171,11 +171,6 @@ _PUBLISHED = {  # torchvision's parameter counts (ImageNet, 1000 classes)
     "vgg19": 143_667_240,
     "vgg19_bn": 143_678_248,
 }
-_SMALL_SIDE = 32  # the contract test's example input: the adaptive pool makes it cheap on CPU
-
-
-def _example(batch_size: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(batch_size, 3, _SMALL_SIDE, _SMALL_SIDE, generator=gen)
 
 
 def _card(name: str, depth: int, batch_norm: bool) -> ModelCard:
@@ -184,8 +179,8 @@ def _card(name: str, depth: int, batch_norm: bool) -> ModelCard:
         f"Configuration {PAPER_CONFIG[depth]} of the paper in torchvision's layout: blocks of "
         f"{'-'.join(map(str, LAYERS[depth]))} 3x3 convolutions (64, 128, 256, 512, 512 channels), a ReLU after "
         "every convolution, 2x2 max-pool after each block, adaptive avgpool 7x7, 25088 -> 4096 -> 4096 -> 1000 with "
-        "dropout 0.5 after the first two. The example input is 32x32 so the contract test runs on CPU; the card's "
-        "224x224 gives the maps 112/56/28/14/7. "
+        "dropout 0.5 after the first two. At 224x224 the maps are 112/56/28/14/7; the adaptive pool also takes "
+        "small inputs (32x32 for quick checks). "
     )
     if batch_norm:
         notes += "BatchNorm after every convolution is torchvision's addition (the paper predates batch norm). "
@@ -206,45 +201,46 @@ def _card(name: str, depth: int, batch_norm: bool) -> ModelCard:
         published_params=_PUBLISHED[name],
         seed=Seed("000_dead3008ff14f1b5.txt", "3.3 VGG16"),
         notes=notes,
+        small_input_shape=(3, 32, 32),
     )
 
 
-@register_model("vgg11", card=_card("vgg11", 11, False), example_input=_example)
+@register_model("vgg11", card=_card("vgg11", 11, False))
 def vgg11(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[11]), overrides))
 
 
-@register_model("vgg13", card=_card("vgg13", 13, False), example_input=_example)
+@register_model("vgg13", card=_card("vgg13", 13, False))
 def vgg13(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[13]), overrides))
 
 
-@register_model("vgg16", card=_card("vgg16", 16, False), example_input=_example)
+@register_model("vgg16", card=_card("vgg16", 16, False))
 def vgg16(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[16]), overrides))
 
 
-@register_model("vgg19", card=_card("vgg19", 19, False), example_input=_example)
+@register_model("vgg19", card=_card("vgg19", 19, False))
 def vgg19(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[19]), overrides))
 
 
-@register_model("vgg11_bn", card=_card("vgg11_bn", 11, True), example_input=_example)
+@register_model("vgg11_bn", card=_card("vgg11_bn", 11, True))
 def vgg11_bn(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[11], batch_norm=True), overrides))
 
 
-@register_model("vgg13_bn", card=_card("vgg13_bn", 13, True), example_input=_example)
+@register_model("vgg13_bn", card=_card("vgg13_bn", 13, True))
 def vgg13_bn(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[13], batch_norm=True), overrides))
 
 
-@register_model("vgg16_bn", card=_card("vgg16_bn", 16, True), example_input=_example)
+@register_model("vgg16_bn", card=_card("vgg16_bn", 16, True))
 def vgg16_bn(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[16], batch_norm=True), overrides))
 
 
-@register_model("vgg19_bn", card=_card("vgg19_bn", 19, True), example_input=_example)
+@register_model("vgg19_bn", card=_card("vgg19_bn", 19, True))
 def vgg19_bn(**overrides) -> VGG:
     return VGG(configure(VGGConfig(layers=LAYERS[19], batch_norm=True), overrides))
 

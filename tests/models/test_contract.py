@@ -82,12 +82,14 @@ def test_published_parameter_count(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward(name: str) -> None:
+    """Eval forward (card's shape, finite) and train backward on the small input where the card has one."""
     c = nnatlas.card(name)
     model = nnatlas.create(name).eval()
-    x = nnatlas.example_input(name, batch_size=2)
+    x = nnatlas.example_input(name, batch_size=2, small=True)
     with torch.no_grad():
         out = _call(model, x)
-    assert _shapes(out) == _expected(c, 2)
+    if c.small_input_shape is None:
+        assert _shapes(out) == _expected(c, 2)
     for t in _tensors(out):
         if t.is_floating_point():
             assert torch.isfinite(t).all(), f"{name}: non-finite output"
@@ -101,9 +103,22 @@ def test_forward_backward(name: str) -> None:
     assert not missing, f"{name}: parameters without a gradient: {missing[:10]}"
 
 
+SMALL = [n for n in MODELS if nnatlas.card(n).small_input_shape is not None]
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_card_size_output_shape_on_meta(name: str) -> None:
+    """At the card's full input size the output has the card's shape (shapes only, on meta)."""
+    with torch.device("meta"):
+        model = nnatlas.create(name).eval()
+    x = nnatlas.example_input(name, batch_size=2).to("meta")
+    out = model(x)
+    assert _shapes(out) == _expected(nnatlas.card(name), 2)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_channels_last(name: str) -> None:
-    x = nnatlas.example_input(name, batch_size=2)
+    x = nnatlas.example_input(name, batch_size=2, small=True)
     if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()):
         pytest.skip(f"{name}: not an image model")
     model = nnatlas.create(name).eval()
@@ -117,7 +132,7 @@ def test_channels_last(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_wrong_input_raises_shape_error(name: str) -> None:
     model = nnatlas.create(name).eval()
-    x = nnatlas.example_input(name, batch_size=2)
+    x = nnatlas.example_input(name, batch_size=2, small=True)
     first = x[0] if isinstance(x, tuple) else x
     bad_first = first.unsqueeze(0)  # one dimension too many
     bad = (bad_first, *x[1:]) if isinstance(x, tuple) else bad_first
