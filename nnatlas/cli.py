@@ -50,16 +50,6 @@ def format_card(card: nnatlas.ModelCard) -> str:
     return "\n".join(lines)
 
 
-def _cmd_show_card(args: argparse.Namespace) -> int:
-    c = nnatlas.card(args.name)
-    print(format_card(c))
-    model = nnatlas.create(args.name)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"parameters:     {total:,} ({trainable:,} trainable)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnatlas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nnatlas {nnatlas.__version__}")

@@ -64,8 +64,9 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     fmt = (args.format or out.suffix.lstrip(".") or "svg").lower()
     if fmt not in FORMATS:
         raise ValueError(f"--format expects one of {', '.join(FORMATS)}; got {fmt!r}")
-    if out.suffix.lstrip(".").lower() != fmt:
-        out = out.with_name(out.name + "." + fmt)
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix != fmt:  # "-o net.svg --format pdf" writes net.pdf; "-o net" writes net.svg
+        out = out.with_suffix("." + fmt) if suffix in FORMATS else out.with_name(f"{out.name}.{fmt}")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):

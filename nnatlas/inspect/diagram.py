@@ -32,6 +32,11 @@ _INSTALL = ("install Graphviz: apt-get install graphviz (Debian/Ubuntu), brew in
             "or conda install graphviz")
 
 
+def _find_dot() -> str | None:
+    """The path of Graphviz's ``dot``, or None when it is not installed."""
+    return shutil.which("dot")
+
+
 class GraphvizMissingError(OSError):
     """Graphviz's ``dot`` is not on PATH; the DOT text was written instead."""
 
@@ -86,7 +91,7 @@ class Diagram:
         if fmt == "dot":
             write_atomic(path, self.dot.encode())
             return path
-        exe = shutil.which("dot")
+        exe = _find_dot()
         if exe is None:
             fallback = path.with_suffix(".dot")
             write_atomic(fallback, self.dot.encode())
@@ -96,7 +101,8 @@ class Diagram:
             done = subprocess.run([exe, f"-T{fmt}"], input=self.dot.encode(), capture_output=True,
                                   timeout=DOT_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
-            raise OSError(f"dot took longer than {DOT_TIMEOUT_S} s to lay out {self.name}; try a smaller depth") from None
+            raise OSError(f"dot took longer than {DOT_TIMEOUT_S} s to lay out {self.name}; "
+                          "try a smaller depth") from None
         if done.returncode != 0:
             raise OSError(f"dot failed on {self.name} (exit {done.returncode}): {done.stderr.decode().strip()}")
         write_atomic(path, done.stdout)

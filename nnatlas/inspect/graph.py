@@ -6,7 +6,8 @@ Operations on the plain :class:`~nnatlas.inspect.trace.Trace`, no second run of 
   block for a block diagram); plain containers (``nn.Sequential``, ``ModuleList``,
   ``ModuleDict``) are transparent, so ResNet's ``layer1`` shows its blocks, not itself.
 - **runs**: consecutive blocks of one type, each reading the previous one's output
-  (``DenseLayer`` after ``DenseLayer``), collapse into one box ``DenseLayer x 6``.
+  (``DenseLayer`` after ``DenseLayer``), collapse into one box ``DenseLayer x 6`` unless
+  something outside the run reads what an inner block made (UNet's skip connections).
 - **loops**: one module called again and again from the same line (a cell stepped T
   times) is one box with a recurrent edge labelled ``x T``.
 - **edges** follow tensors from the call that made them to every call that read them, so
@@ -103,6 +104,39 @@ def _feeds(trace: Trace, earlier: list[int], later: list[int]) -> bool:
                for t in trace.calls[d].inputs)
 
 
+def _escapes(trace: Trace, inner: list[int], run: list[int]) -> bool:
+    """Whether a tensor made before the run's last block is read outside the run (UNet's skips)."""
+    made = {d for c in inner for d in trace.descendants(c)}
+    within = {d for c in run for d in trace.descendants(c)}
+    ancestors = set()
+    parent = trace.calls[run[0]].parent
+    while parent is not None:
+        ancestors.add(parent)
+        parent = trace.calls[parent].parent
+    for call in trace.calls:
+        if call.index in within or call.index in ancestors:
+            continue
+        if any(trace.tensors[t].producer in made for t in call.inputs):
+            return True
+    return any(trace.tensors[t].producer in made for _, t in trace.outputs)
+
+
+def _same_outside_reads(trace: Trace, run: list[int], period: int) -> bool:
+    """Whether every block of the run reads from outside it only what the first block reads.
+
+    DenseNet's layers all read the block's input: one box. UNet's up blocks each read another
+    skip connection: drawn one by one, so each skip keeps its own edge.
+    """
+    within = {d for c in run for d in trace.descendants(c)}
+
+    def outside(members: list[int]) -> set[int]:
+        return {t for c in members for d in trace.descendants(c) for t in trace.calls[d].inputs
+                if trace.tensors[t].producer not in within}
+
+    first = outside(run[:period])
+    return all(outside(run[k:k + period]) <= first for k in range(period, len(run), period))
+
+
 def _units(trace: Trace, items: list[int]) -> list[_Unit]:
     units: list[_Unit] = []
     i = 0
@@ -152,7 +186,8 @@ def _run_at(trace: Trace, items: list[int], i: int) -> tuple[int, int] | None:
                     or not _feeds(trace, prev, nxt)):
                 break
             reps += 1
-        if reps >= 2:
+        run = items[i:i + period * reps]
+        if reps >= 2 and not _escapes(trace, run[:-period], run) and _same_outside_reads(trace, run, period):
             return period, reps
         return None
     return None
@@ -184,12 +219,14 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
     graph = Graph(name or (trace.name if scope == 0 else top.type), batch=trace.batch_size)
     vis: dict[int, str] = {}  # call -> id of the node that draws it
     inst: dict[int, int] = {}  # call -> the call at the top of its node (tells loop steps apart)
+    first_call: dict[str, int] = {}  # node id -> its first call
     ids: set[str] = set()
 
     prefix = f"{top.path}." if scope != 0 and top.path else ""
 
     def new_id(base: str) -> str:
-        base = base.removeprefix(prefix) if prefix else base  # ids relative to the block drawn
+        if scope != 0 and top.path:  # ids relative to the block drawn: "conv1", ":add"
+            base = base.removeprefix(prefix) if base.startswith(prefix) else base.removeprefix(top.path)
         base = base or "model"
         candidate, k = base, 2
         while candidate in ids:
@@ -237,6 +274,7 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
         graph.nodes.append(Node(node_id, kind, title, detail, first.path, in_shape, out_shape,
                                 repeat=unit.repeat, steps=len(unit.calls) if unit.kind == "loop" else 1,
                                 macs=macs, params=params))
+        first_call[node_id] = unit.calls[0]
         for c in unit.calls:
             for d in trace.descendants(c):
                 vis[d] = node_id
@@ -274,9 +312,12 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
             producer = trace.tensors[t].producer
             if producer is None or producer not in vis:
                 continue
+            steps = graph.node(vis[d]).steps
             if vis[producer] != vis[d]:
-                connect(vis[producer], vis[d], t)
-            elif inst[producer] != inst[d] and (steps := graph.node(vis[d]).steps) > 1:
+                # a loop read from a step that came after the loop's first step: the recurrent edge
+                back = steps > 1 and producer > first_call[vis[d]]
+                connect(vis[producer], vis[d], t, f"x {steps}" if back else "")
+            elif inst[producer] != inst[d] and steps > 1:
                 connect(vis[d], vis[d], t, f"x {steps}")  # the same cell, the next step: the recurrent edge
     outputs = trace.outputs if scope == 0 else [
         (f"output[{k}]" if len(top.outputs) > 1 else "output", t) for k, t in enumerate(top.outputs)]
@@ -288,7 +329,19 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
             connect(source[t], nid, t)
         elif producer in vis:
             connect(vis[producer], nid, t)
+    _prune_dead_ops(graph)
     return graph
+
+
+def _prune_dead_ops(graph: Graph) -> None:
+    """Drop operations whose result nothing reads (a model's ``x.min()`` for a check)."""
+    while True:
+        read = {e.src for e in graph.edges if e.src != e.dst}
+        dead = {n.id for n in graph.nodes if n.kind == "op" and n.id not in read}
+        if not dead:
+            return
+        graph.nodes = [n for n in graph.nodes if n.id not in dead]
+        graph.edges = [e for e in graph.edges if e.src not in dead and e.dst not in dead]
 
 
 def block_scopes(trace: Trace) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ _OPS = {
     "softmax": "Softmax", "log_softmax": "LogSoftmax", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU",
     "gelu": "GELU", "silu": "SiLU", "exp": "exp", "randn_like": "ε ~ N(0, I)", "randn": "ε ~ N(0, I)",
     "rand_like": "u ~ U(0, 1)", "getitem": "select", "scaled_dot_product_attention": "Attention",
-    "linear": "linear", "chunk": "chunk", "split": "split", "mean": "mean", "sum": "sum",
+    "linear": "Linear", "chunk": "chunk", "split": "split", "mean": "mean", "sum": "sum",
     "layer_norm": "LayerNorm", "dropout": "Dropout", "embedding": "Embedding", "conv2d": "conv2d",
     "max_pool2d": "MaxPool2D", "avg_pool2d": "AvgPool2D", "adaptive_avg_pool2d": "AdaptiveAvgPool2D",
     "interpolate": "Upsample", "pad": "pad", "einsum": "einsum", "masked_fill": "masked_fill",

@@ -21,6 +21,8 @@ BatchNorm, LayerNorm,      out.numel()  (the affine x * gamma' + beta' once the 
 GroupNorm, InstanceNorm,   are folded; torchvision counts none of these, which moves its
 RMSNorm                    figures by at most 0.6%: densenet121 2.834 -> 2.850 G)
 LocalResponseNorm          out.numel() * size  (the windowed sum of squares)
+GCNConv                    N * in * out + (E + N) * out  (XW, then one MAC per edge and
+                           feature, self-loops included); dense (N, N): + N * N * out
 everything else            0  (activations, pooling, dropout, embedding look-ups, reshapes)
 =========================  ===============================================================
 
@@ -123,6 +125,23 @@ def _mha(m: nn.Module, ins: Shapes, outs: Shapes) -> int:
     return batch * (projections + attention)
 
 
+def _gcn(m: nn.Module, ins: Shapes, outs: Shapes) -> int:
+    """H' = A_hat (H W): the linear map, then one MAC per edge (self-loops included) and feature.
+
+    The graph comes as ``edge_index`` (2, E) or as a dense adjacency (N, N).
+    """
+    rows = _numel(outs[0]) // m.out_channels  # nodes (times the batch, if any)
+    total = rows * m.in_channels * m.out_channels
+    if len(ins) > 1:
+        graph = ins[1]
+        if len(graph) == 2 and graph[0] == graph[1] and graph[0] != 2:  # dense (N, N)
+            total += graph[0] * graph[1] * m.out_channels * (rows // graph[0])
+        else:
+            edges = graph[-1] + (rows if getattr(m, "add_self_loops", True) else 0)
+            total += edges * m.out_channels
+    return total
+
+
 # Each row: (torch.nn classes, class names matched on other classes, attributes those need, formula)
 _TABLE: list[tuple[tuple[type, ...], tuple[str, ...], tuple[str, ...], Formula]] = [
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), ("Conv1d", "Conv2d", "Conv3d"),
@@ -140,6 +159,7 @@ _TABLE: list[tuple[tuple[type, ...], tuple[str, ...], tuple[str, ...], Formula]]
      ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm1d",
       "InstanceNorm2d"), (), _per_element),
     ((nn.LocalResponseNorm,), ("LocalResponseNorm",), ("size",), _lrn),
+    ((), ("GCNConv",), ("in_channels", "out_channels"), _gcn),
 ]
 
 _CACHE: dict[type, Formula | None] = {}

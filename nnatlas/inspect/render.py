@@ -12,6 +12,7 @@ their shape, and a recurrent edge carries its number of steps (``x 100``).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -97,6 +98,10 @@ def _io_title(node: Node, words: dict[str, str]) -> str:
     return node.title
 
 
+# Layers applied element by element: the tensor node goes after them (``conv -> ReLU -> [B, 6, 28, 28]``).
+_ELEMENTWISE = re.compile(r"ReLU|Sigmoid|Tanh|GELU|SiLU|ELU|Mish|Hardswish|Softplus|Norm|Dropout")
+
+
 def _tensor_points(graph: Graph) -> dict[str, Shape]:
     """Nodes after which a tensor node is drawn, with the shape it shows."""
     outs: dict[str, list[Edge]] = defaultdict(list)
@@ -115,8 +120,8 @@ def _tensor_points(graph: Graph) -> dict[str, Shape]:
         current = node
         while len(outs[current.id]) == 1:  # past the activation that follows, as the seeds draw
             nxt = nodes[outs[current.id][0].dst]
-            if (nxt.kind not in ("layer", "op") or nxt.in_shape != nxt.out_shape or len(ins[nxt.id]) != 1
-                    or nxt.steps > 1):
+            if (not _ELEMENTWISE.search(nxt.title) or nxt.kind not in ("layer", "op")
+                    or nxt.in_shape != nxt.out_shape or len(ins[nxt.id]) != 1 or nxt.steps > 1):
                 break
             current = nxt
         leaving = outs[current.id]

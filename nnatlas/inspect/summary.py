@@ -78,7 +78,7 @@ class Summary:
 
     def _totals(self) -> list[str]:
         shapes = ", ".join("[" + ", ".join(map(str, s)) + "]" for s in self.input_shapes)
-        how = "shapes only, on the meta device" if self.trace.device == "meta" else f"on {self.trace.device}"
+        how = "on the meta device (shapes only)" if self.trace.device == "meta" else f"on {self.trace.device}"
         return [
             f"Total params: {self.total_params:,} (trainable {self.trainable_params:,})",
             f"Total MACs: {format_count(self.total_macs)} ({self.total_macs:,})",
@@ -135,7 +135,7 @@ def _rows(trace: Trace, depth: int | None) -> list[Row]:
             level[call.index] = 0
         else:
             parent = trace.calls[call.parent]
-            container = parent.kind == "module" and trace.modules[parent.path].container
+            container = parent.parent is not None and trace.modules[parent.path].container
             level[call.index] = level[call.parent] + (0 if container else 1)
         if call.kind == "module" and trace.modules[call.path].container and call.parent is not None:
             continue

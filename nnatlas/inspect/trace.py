@@ -16,6 +16,7 @@ decoding) is traced on its real tensors instead.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -43,8 +44,13 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _SILENT = frozenset({
     "contiguous", "clone", "detach", "to", "type", "float", "double", "half", "bfloat16", "cpu", "cuda",
     "get", "unsqueeze", "squeeze", "expand", "expand_as", "transpose", "permute", "t", "requires_grad",
-    "type_as", "dropout", "alias", "movedim", "swapaxes",
+    "type_as", "dropout", "alias", "movedim", "swapaxes", "long", "int", "bool", "short", "byte", "char",
 })
+# Activations whose last positional argument is ``inplace``: F.relu(x, True), F.hardtanh(x, 0, 6, True).
+_INPLACE_LAST = frozenset({
+    "relu", "relu6", "elu", "leaky_relu", "hardtanh", "silu", "mish", "hardswish", "selu", "celu",
+})
+_QUIET_KWARGS = frozenset({"inplace", "out", "_stacklevel", "dtype", "layout", "device"})
 # Tensor factories that start no data path (zeros for an initial state, arange for positions).
 _SOURCES = frozenset({
     "zeros", "ones", "empty", "full", "arange", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -84,7 +90,7 @@ class Call:
     path: str  # module path ("" for the root); for a function, the path of the module calling it
     type: str  # class name, or the operation's name ("add", "cat", "reshape")
     parent: int | None
-    callsite: tuple[tuple[str, int], ...]
+    callsite: tuple[tuple[str, int, int], ...]  # (file, line, bytecode offset) per frame
     inputs: list[int] = field(default_factory=list)  # tensor ids (indices into Trace.tensors)
     outputs: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
@@ -154,25 +160,33 @@ def _op_name(func: Any) -> str:
     return {"truediv": "div", "getitem": "getitem", "concat": "cat", "concatenate": "cat"}.get(name, name)
 
 
-def _callsite() -> tuple[tuple[str, int], ...]:
+def _callsite() -> tuple[tuple[str, int, int], ...]:
     """Where the model's code made the call: its frames inside the current ``forward``.
 
     The frames outside torch and the inspector, from the call up to the module machinery
-    that entered this forward. Two calls share a callsite only when the same lines ran
-    again: a loop (a cell stepped T times), not a helper called from two places.
+    that entered this forward, each with its bytecode offset. Two calls share a callsite
+    only when the same instructions ran again: a loop (a cell stepped T times), not a helper
+    called from two places, nor two multiplications on one line.
     """
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith((_TORCH_DIR, _THIS_DIR)):
         frame = frame.f_back
     site = []
     while frame is not None and not frame.f_code.co_filename.startswith((_TORCH_DIR, _THIS_DIR)) and len(site) < 8:
-        site.append((frame.f_code.co_filename, frame.f_lineno))
+        site.append((frame.f_code.co_filename, frame.f_lineno, frame.f_lasti))
         frame = frame.f_back
     return tuple(site)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
-    return [t for t in pytree.tree_leaves(obj) if isinstance(t, torch.Tensor)]
+    """The tensors inside nested tuples, lists and dicts, in order (called on every op: kept plain)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
 
 
 def _short(value: Any) -> str:
@@ -188,9 +202,8 @@ def _short(value: Any) -> str:
 class _Recorder(TorchFunctionMode):
     """Records calls while a forward runs; see :func:`trace`."""
 
-    def __init__(self, model: nn.Module, paths: dict[int, str], opaque: set[str]) -> None:
+    def __init__(self, paths: dict[int, str], opaque: set[str]) -> None:
         super().__init__()
-        self.model = model
         self.paths = paths
         self.opaque = opaque
         self.calls: list[Call] = []
@@ -241,7 +254,7 @@ class _Recorder(TorchFunctionMode):
             leaf = not call.children
             call.outputs = [self.produce(t, index) if leaf or id(t) not in self.tid else self.tid[id(t)] for t in outs]
             formula = module_formula(module)
-            if formula is not None:
+            if formula is not None and call.outputs:  # no outputs: the forward raised, nothing to count
                 ins = [self.tensors[i].shape for i in call.inputs] or [tuple(t.shape) for t in _tensors(args)]
                 call.macs = formula(module, ins, [self.tensors[i].shape for i in call.outputs])
                 call.counted = True
@@ -250,17 +263,22 @@ class _Recorder(TorchFunctionMode):
 
     @staticmethod
     def _shortcut(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
-        """The output of a shape-keeping op on a meta tensor, made without running the op."""
+        """The output of a shape-keeping op (or a linear map) on a meta tensor, made without running the op."""
         x = args[0] if args else None
         if not isinstance(x, torch.Tensor) or x.device.type != "meta":
             return None
         name = getattr(func, "__name__", "")
+        if name == "linear" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].dim() == 2:
+            # torch's meta linear decomposes into addmm (~5 ms a call); its shape is plain: (..., out)
+            if x.shape[-1] != args[1].shape[1]:
+                return None  # let torch raise its own shape error
+            return x.new_empty((*x.shape[:-1], args[1].shape[0]))
         base = name.rstrip("_")
         if base not in _SHAPE_KEEPING:
             return None
         inplace = (name.endswith("_") or kwargs.get("inplace") is True
                    or (base == "dropout" and len(args) > 3 and args[3] is True)  # F.dropout(x, p, training, inplace)
-                   or (base != "dropout" and len(args) > 1 and args[-1] is True))  # F.relu(x, True)
+                   or (base in _INPLACE_LAST and len(args) > 1 and args[-1] is True))  # F.relu(x, True)
         return x if inplace else torch.empty_like(x)
 
     def _inside_opaque(self, index: int) -> bool:
@@ -302,12 +320,15 @@ class _Recorder(TorchFunctionMode):
                 self.produce(t, None)
             return out
         call = Call(len(self.calls), "function", parent.path, name, top, _callsite())
-        call.inputs = self.known(ins)
-        call.args = ", ".join(f"{k}={s}" for k, v in kwargs.items() if (s := _short(v)))
-        if name in ("cat", "stack", "softmax", "log_softmax", "flatten", "sum", "mean") and not call.args:
-            dims = [a for a in args[1:] if isinstance(a, int)]
-            if dims:
-                call.args = f"dim={dims[0]}" if name != "flatten" else f"start_dim={dims[0]}"
+        call.inputs = [] if name.endswith("_like") else self.known(ins)  # randn_like(mu) reads only mu's shape
+        call.args = ", ".join(f"{k}={s}" for k, v in kwargs.items() if k not in _QUIET_KWARGS and (s := _short(v)))
+        positional = [a for a in args[1:] if isinstance(a, int) and not isinstance(a, bool)]
+        if name in ("cat", "stack", "softmax", "log_softmax", "flatten", "sum", "mean") and positional:
+            call.args = f"dim={positional[0]}" if name != "flatten" else f"start_dim={positional[0]}"
+        elif name == "chunk" and positional:
+            call.args = ", ".join([str(positional[0])] + ([call.args] if call.args else []))
+        elif name == "linear" and len(ins) >= 2 and ins[1].dim() == 2:
+            call.args = f"{ins[1].shape[1]}, {ins[1].shape[0]}"  # [in, out] as the Linear layer is written
         call.macs = function_macs(name, args, kwargs, [tuple(t.shape) for t in outs])
         call.counted = True
         self.calls.append(call)
@@ -377,6 +398,21 @@ def _named_leaves(obj: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
     return named
 
 
+def _input_names(model: nn.Module, args: tuple) -> list[tuple[str, torch.Tensor]]:
+    """The input tensors named after ``forward``'s parameters: ``input`` alone, else ``input src``, ``input hx[0]``."""
+    leaves = _named_leaves(args, "input")
+    if len(leaves) <= 1:
+        return leaves
+    try:
+        bound = inspect.signature(model.forward).bind(*args)
+    except (TypeError, ValueError):
+        return leaves
+    named = []
+    for param, value in bound.arguments.items():
+        named.extend(_named_leaves(value, f"input {param}") if _tensors(value) else [])
+    return named if len(named) == len(leaves) else leaves
+
+
 def _to_meta(obj: Any) -> Any:
     return pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, obj)
 
@@ -399,39 +435,41 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool = True,
-          batched: bool = True) -> Trace:
-    """Run ``model(*inputs)`` once (eval mode, no grad) and record it.
+          batched: bool = True, training: bool | None = None) -> Trace:
+    """Run ``model(*inputs)`` once (without gradients) and record it.
 
     ``inputs`` is a tensor or a tuple of positional inputs. With ``meta=True`` the run
     propagates shapes on the ``meta`` device and falls back to the real tensors when the
-    model cannot run there. Errors the model raises on purpose (``ValueError``,
-    ``TypeError``: a shape it rejects) propagate; any other error is re-raised as a
-    :class:`TraceError` (a ``ValueError``) naming the model and the input shapes.
-    ``batched=False`` says the first dimension is not a batch (graphs). The model's hooks, training
-    flags and parameters are as before afterwards, also when it raises.
+    model cannot run there. ``training`` sets the mode for the run (``None``: the model's
+    own mode; the graph as trained draws the VAE's sampling, eval mode leaves it out).
+    ``batched=False`` says the first dimension is not a batch (graphs).
+
+    Errors the model raises on purpose (``ValueError``, ``TypeError``: a shape it rejects)
+    propagate; any other error is re-raised as a :class:`TraceError` (a ``ValueError``)
+    naming the model and the input shapes. The model's hooks, training flags, parameters
+    and buffers are as before afterwards, also when it raises.
     """
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     name = name or type(model).__name__
     modules, paths, opaque = _module_table(model)
     params = {id(p): p for p in model.parameters()}
-    total = sum(p.numel() for p in params.values())
-    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
-    pbytes = sum(p.numel() * p.element_size() for p in params.values())
-    shapes = [tuple(t.shape) for t in _tensors(args)]
-    model_on_meta = _on_meta(model)
-    attempts = ["meta", "real"] if meta and not model_on_meta else ["meta"] if model_on_meta else ["real"]
-    last_error: Exception | None = None
+    first = _tensors(args)
+    shapes = [tuple(t.shape) for t in first]
+    if _on_meta(model):
+        attempts = ["meta"]
+    else:
+        attempts = ["meta", "real"] if meta else ["real"]
+    errors: list[Exception] = []
     for device in attempts:
         try:
-            recorder, outputs, in_named = _run(model, args, paths, opaque, on_meta=device == "meta")
+            recorder, outputs, in_named = _run(model, args, paths, opaque, on_meta=device == "meta",
+                                               training=training)
         except (ValueError, TypeError, KeyError):
             raise
         except Exception as err:  # noqa: BLE001  (any other failure: try the real tensors, then report)
-            last_error = err
+            errors.append(err)
             log.debug("trace of %s on %s failed: %s", name, device, err)
             continue
-        first = _tensors(args)
-        batch = shapes[0][0] if batched and first and len(shapes[0]) >= 2 else None
         return Trace(
             name=name,
             device="meta" if device == "meta" else str(first[0].device if first else "cpu"),
@@ -440,50 +478,76 @@ def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool 
             modules=modules,
             inputs=in_named,
             outputs=[(n, recorder.tid[id(t)]) for n, t in _named_leaves(outputs, "output") if id(t) in recorder.tid],
-            total_params=total,
-            trainable_params=trainable,
-            param_bytes=pbytes,
-            batch_size=batch,
+            total_params=sum(p.numel() for p in params.values()),
+            trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
+            param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
+            batch_size=shapes[0][0] if batched and shapes and len(shapes[0]) >= 2 else None,
         )
-    assert last_error is not None
-    raise TraceError(
-        f"{name} failed on input shapes {shapes}: {type(last_error).__name__}: {str(last_error).splitlines()[0]}"
-    ) from last_error
+    err = errors[-1]
+    message = (str(err).strip().splitlines() or [""])[0]
+    raise TraceError(f"{name} failed on input shapes {shapes}: {type(err).__name__}: {message}") from err
 
 
-def _run(model: nn.Module, args: tuple, paths: dict[int, str], opaque: set[str], *, on_meta: bool
-         ) -> tuple[_Recorder, Any, list[tuple[str, int]]]:
-    recorder = _Recorder(model, paths, opaque)
+def _run(model: nn.Module, args: tuple, paths: dict[int, str], opaque: set[str], *, on_meta: bool,
+         training: bool | None) -> tuple[_Recorder, Any, list[tuple[str, int]]]:
+    recorder = _Recorder(paths, opaque)
     run_args = _to_meta(args) if on_meta else args
-    state = _meta_state(model) if on_meta else {}
-    named_inputs = _named_leaves(run_args, "input")
+    # On meta every parameter and buffer is swapped for an empty meta tensor; on real tensors
+    # the buffers are swapped for copies, so a training-mode trace leaves running statistics as they were.
+    state = _meta_state(model) if on_meta else {n: b.clone() for n, b in model.named_buffers() if b is not None}
+    named_inputs = _input_names(model, run_args)
     in_named = [(n, recorder.produce(t, None)) for n, t in named_inputs]
     handles = []
-    training = {m: m.training for m in model.modules()}
+    modes = {m: m.training for m in model.modules()}
     try:
         for module in model.modules():
             handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
             handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True, always_call=True))
-        model.eval()
+        if training is not None:
+            model.train(training)
         with torch.no_grad(), recorder:
-            if state:
-                outputs = torch.func.functional_call(model, state, run_args, tie_weights=True, strict=False)
-            else:
-                outputs = model(*run_args)
+            outputs = torch.func.functional_call(model, state, run_args, tie_weights=True, strict=False)
     finally:
         for h in handles:
             h.remove()
-        for m, flag in training.items():
+        for m, flag in modes.items():
             m.training = flag
     return recorder, outputs, in_named
 
 
-def trace_model(model_or_name: nn.Module | str | Trace, input: Any = None) -> Trace:
+# In-place fills and elementwise updates: on a meta tensor they change nothing that can be seen.
+_META_INIT = frozenset({
+    "normal_", "uniform_", "zero_", "fill_", "copy_", "exponential_", "bernoulli_", "random_", "clamp_", "mul_",
+    "add_", "sub_", "div_", "erfinv_", "exp_", "log_", "sqrt_", "abs_", "neg_", "fill_diagonal_", "masked_fill_",
+    "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "constant_",
+    "zeros_", "ones_", "orthogonal_",
+})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Builds a model on meta without running its initialisers: there are no values to fill.
+
+    torch runs ``normal_`` and friends on meta through Python decompositions (milliseconds a
+    call); skipping them makes building a registered model for a trace nearly free.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes ``tensor=`` by keyword
+        if (getattr(func, "__name__", "") in _META_INIT and isinstance(target, torch.Tensor)
+                and target.device.type == "meta"):
+            return target
+        return func(*args, **kwargs)
+
+
+def trace_model(model_or_name: nn.Module | str | Trace, input: Any = None, *, training: bool | None = None) -> Trace:
     """A :class:`Trace` of a registered model (by name) or of a module on ``input``.
 
     A name builds the model on the ``meta`` device (no memory, no initialisation work) and
     traces it on ``input`` or else the card's example input at batch size 1; a model that
-    cannot run on ``meta`` is built again for real. A :class:`Trace` is returned as it is.
+    cannot run on ``meta`` is built again for real. A name traces in training mode (the
+    graph as trained, as the seeds draw it) unless ``training=False``; a module traces in
+    its own mode unless ``training`` is given. A :class:`Trace` is returned as it is.
     """
     from nnatlas import registry
 
@@ -493,22 +557,23 @@ def trace_model(model_or_name: nn.Module | str | Trace, input: Any = None) -> Tr
         name = model_or_name
         card = registry.card(name)  # UnknownModelError for a name that is not registered
         inputs = input if input is not None else registry.example_input(name, 1)
+        mode = True if training is None else training
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _SkipMetaInit():
                 model = registry.create(name)
         except (ValueError, TypeError):
             raise
         except Exception:  # noqa: BLE001  (construction needs real tensors: build it for real)
             model = registry.create(name)
         try:
-            return trace(model, inputs, name=name, batched=card.batched)
+            return trace(model, inputs, name=name, batched=card.batched, training=mode)
         except TraceError:
             if not _on_meta(model):
                 raise
-            return trace(registry.create(name), inputs, name=name, meta=False, batched=card.batched)
+            return trace(registry.create(name), inputs, name=name, meta=False, batched=card.batched, training=mode)
     if not isinstance(model_or_name, nn.Module):
         raise TypeError(f"expected a model name, an nn.Module or a Trace; got {type(model_or_name).__name__}")
     if input is None:
         raise TypeError(f"tracing a {type(model_or_name).__name__} module needs input= (a tensor or a tuple of "
                         "tensors); registered models by name have an example input")
-    return trace(model_or_name, input)
+    return trace(model_or_name, input, training=training)
