@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from nnatlas._io import atomic_open, fsync_dir
 from nnatlas.data.errors import ChecksumError, DataError, DataNotFoundError, DownloadError, UnsafeArchiveError
 
 __all__ = ["RemoteFile", "download_url", "ensure_files", "extract_archive", "sha256_file"]
@@ -107,57 +108,36 @@ def _progress(total: int | None, desc: str, enabled: bool | None) -> contextlib.
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable; directories cannot be opened on every platform, so this is best effort."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _fetch_once(url: str, dest: Path, sha256: str, size: int | None, timeout: float, progress: bool | None) -> None:
     """One transfer into a temporary file beside ``dest``; renamed into place only when verified."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            header = response.headers.get("Content-Length")
-            expected = int(header) if header is not None and header.isdigit() else size
-            with _progress(expected, dest.name, progress) as bar:
-                while True:
-                    try:
-                        chunk = response.read(_CHUNK)
-                    except http.client.IncompleteRead as err:
-                        raise DownloadError(
-                            f"download of {url} was cut off after {received + len(err.partial)} of "
-                            f"{expected} bytes; try again later") from err
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            if header is not None and expected is not None and received != expected:
-                raise DownloadError(f"download of {url} was cut off: the server announced {expected} bytes "
-                                    f"(Content-Length) and sent {received}; try again later")
-            out.flush()
-            os.fsync(out.fileno())
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    digest = hashlib.sha256()
+    received = 0
+    with atomic_open(dest) as out, urllib.request.urlopen(request, timeout=timeout) as response:
+        header = response.headers.get("Content-Length")
+        expected = int(header) if header is not None and header.isdigit() else size
+        with _progress(expected, dest.name, progress) as bar:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except http.client.IncompleteRead as err:
+                    raise DownloadError(
+                        f"download of {url} was cut off after {received + len(err.partial)} of "
+                        f"{expected} bytes; try again later") from err
+                if not chunk:
+                    break
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        if header is not None and expected is not None and received != expected:
+            raise DownloadError(f"download of {url} was cut off: the server announced {expected} bytes "
+                                f"(Content-Length) and sent {received}; try again later")
         got = digest.hexdigest()
-        if got != sha256:
+        if got != sha256:  # raised inside atomic_open: the partial file is removed, nothing is kept
             raise ChecksumError(f"{url} gave a file of {received} bytes with sha256 {got}; expected {sha256}. "
                                 f"The server sent other bytes than the canonical file; nothing was kept")
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-    finally:
-        # a verified file was renamed away; anything left is partial or wrong
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def download_url(
@@ -358,7 +338,7 @@ def _staging(dest: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from nnatlas._io import atomic_write_bytes
 from nnatlas.inspect.graph import Graph, block_scopes, build_graph
 from nnatlas.inspect.render import Style, to_dot
 from nnatlas.inspect.trace import Trace, trace_model
@@ -39,19 +39,6 @@ def _find_dot() -> str | None:
 
 class GraphvizMissingError(OSError):
     """Graphviz's ``dot`` is not on PATH; the DOT text was written instead."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it, so a failure leaves nothing."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -89,12 +76,12 @@ class Diagram:
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
         if fmt == "dot":
-            write_atomic(path, self.dot.encode())
+            atomic_write_bytes(path, self.dot.encode())
             return path
         exe = _find_dot()
         if exe is None:
             fallback = path.with_suffix(".dot")
-            write_atomic(fallback, self.dot.encode())
+            atomic_write_bytes(fallback, self.dot.encode())
             raise GraphvizMissingError(f"Graphviz's dot is not on PATH, so {path} was not rendered; "
                                        f"the DOT text is in {fallback}; {_INSTALL}")
         try:
@@ -105,7 +92,7 @@ class Diagram:
                           "try a smaller depth") from None
         if done.returncode != 0:
             raise OSError(f"dot failed on {self.name} (exit {done.returncode}): {done.stderr.decode().strip()}")
-        write_atomic(path, done.stdout)
+        atomic_write_bytes(path, done.stdout)
         return path
 
 
