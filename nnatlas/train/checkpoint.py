@@ -111,16 +111,20 @@ def _sha256(data: bytes) -> str:
 
 
 def _sniff(data: bytes, what: str) -> None:
-    """Refuse bytes that are not a safetensors file before any parser sees them."""
+    """Refuse bytes that are not a safetensors file before any parser sees them.
+
+    safetensors starts with the header's length (u64, little-endian) and the JSON header
+    (``{``); anything else is refused, and pickles and ``torch.save`` zips are named as such.
+    """
+    if len(data) >= 9:
+        (n,) = struct.unpack("<Q", data[:8])
+        if n <= len(data) - 8 and data[8:9] == b"{":
+            return
     if data[:2] == b"PK":
         raise CheckpointError(f"{what} is a zip archive (a torch.save file holding pickles), not safetensors; refusing to load it")
     if data[:1] == b"\x80":
         raise CheckpointError(f"{what} is a Python pickle, not safetensors; nnatlas never loads pickles")
-    if len(data) < 8:
-        raise CheckpointError(f"{what} is not a safetensors file: {len(data)} bytes, fewer than its 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8 or data[8:9] != b"{":
-        raise CheckpointError(f"{what} is not a safetensors file (its header does not parse); refusing to load it")
+    raise CheckpointError(f"{what} is not a safetensors file (its header does not parse); refusing to load it")
 
 
 def read_safetensors(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -136,8 +140,20 @@ def read_safetensors(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], d
     return tensors, dict(meta)
 
 
-def _cpu(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to("cpu").contiguous().clone()
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors; a tensor sharing storage with an earlier one is copied
+    (safetensors stores each storage once and refuses shared ones)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel() > 0:
+            t = t.clone()
+            ptr = t.untyped_storage().data_ptr()
+        seen.add(ptr)
+        out[k] = t
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,7 +163,7 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
 
 def save_weights(path: Path, model: torch.nn.Module, *, model_name: str, extra: Mapping[str, str] | None = None) -> None:
     """Write the model's state dict as safetensors, atomically, tagged with the model name."""
-    tensors = {k: _cpu(v) for k, v in model.state_dict().items()}
+    tensors = _cpu_tensors(model.state_dict())
     meta = {"format": WEIGHTS_FORMAT, "version": str(VERSION), "model": model_name, **(extra or {})}
     atomic_write_bytes(Path(path), st_save(tensors, metadata=meta))
 
@@ -210,7 +226,7 @@ def optimizer_to_parts(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
         plain: dict[str, Any] = {}
         for name, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{pid}.{name}"] = _cpu(value)
+                tensors[f"optim.{pid}.{name}"] = value
             else:
                 plain[name] = value
         plain_state[str(pid)] = plain
@@ -247,7 +263,7 @@ def save_checkpoint(run_dir: Path, *, model_name: str, step: int, tensors: Mappi
     """
     run_dir = Path(run_dir)
     st_name, js_name = _pair_names(step)
-    st_bytes = st_save({k: _cpu(v) for k, v in tensors.items()}, metadata={"format": FORMAT, "version": str(VERSION), "model": model_name})
+    st_bytes = st_save(_cpu_tensors(tensors), metadata={"format": FORMAT, "version": str(VERSION), "model": model_name})
     doc = {"format": FORMAT, "version": VERSION, "model": model_name, "step": step, **state}
     js_bytes = json.dumps(doc, indent=1).encode("utf-8")
     atomic_write_bytes(run_dir / st_name, st_bytes)

@@ -35,7 +35,8 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether a process group is joined (torchrun, even with one process)."""
+        return self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -91,7 +92,7 @@ def setup(device_type: str) -> DistContext:
     """
     world = _env_int("WORLD_SIZE")
     rank = _env_int("RANK")
-    if world is None or world <= 1 or rank is None:
+    if world is None or rank is None:  # not started by torchrun
         return DistContext()
     local = _env_int("LOCAL_RANK") or 0
     backend = "nccl" if device_type == "cuda" else "gloo"

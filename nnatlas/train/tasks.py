@@ -35,7 +35,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -415,7 +415,6 @@ class Resolved:
 
     plan: Plan
     model: nn.Module
-    notes: list[str] = field(default_factory=list)
 
 
 def _probe(model: nn.Module, x: Tensor) -> Any:
@@ -531,7 +530,7 @@ def resolve(
     # The input size: the card's, a chosen one, or the smallest of SMALL_SIZES the model takes.
     def plan_for(s: tuple[int, int] | None) -> Plan:
         ov = {**overrides, **user}
-        if kind == "image" and s is not None and "image_size" in fields and "image_size" not in user:
+        if kind == "image" and s is not None and fields.get("image_size") is not None and "image_size" not in user:
             ov["image_size"] = s[0]
         return Plan(
             model=model_name, data=bundle.name, task=task, kind=kind, overrides=ov, size=s, repeat=repeat,
@@ -545,7 +544,7 @@ def resolve(
         card_hw = tuple(card.input_shape[1:])
         if image_size is not None:
             candidates = [(image_size, image_size)]
-        elif max(card_hw) <= 64 or "image_size" in fields:
+        elif max(card_hw) <= 64 or fields.get("image_size") is not None:  # small, or a size fixed by the config
             candidates = [card_hw]
         else:
             candidates = [(s, s) for s in SMALL_SIZES if s < max(card_hw)] + [card_hw]
@@ -562,7 +561,7 @@ def resolve(
                 errors.append(f"{s[0]}x{s[1]}: {str(err).splitlines()[0]}")
                 continue
             make_task(plan).check_output(out, plan.targets(yb), where)
-            return Resolved(plan, model, [f"input size {s[0]}x{s[1]}"])
+            return Resolved(plan, model)
         raise ValueError(f"{where}: no input size fits ({'; '.join(errors)[:400]})")
     plan = plan_for(size)
     model = nnatlas.create(model_name, **plan.overrides)

@@ -27,12 +27,11 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,11 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step", "onecycle")
 AMP = ("off", "auto", "bf16", "fp16")
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
+TABULAR_LR_SCALE = 30  # linear models on a few hundred tabular rows take few steps: a larger rate (0.09 for adam)
 DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
 # Options that may differ when a run is resumed; every other one must equal the saved run's.
-RESUME_FREE = frozenset({"device", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience"})
+RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience"})
 
 
 class DivergedError(ValueError):
@@ -71,8 +71,8 @@ class TrainConfig:
     model: str
     data: str | None = None  # None: the model's default data set (see tasks.default_dataset)
     data_dir: str | None = None
-    epochs: int = 12
-    batch_size: int = 64
+    epochs: int = 8
+    batch_size: int = 32
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
     optimizer: str = "adam"
     schedule: str = "onecycle"
@@ -80,6 +80,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
     amp: str = "off"
     compile: bool = False
     image_size: int | None = None
@@ -117,15 +118,18 @@ class TrainConfig:
         need(self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1; got {self.limit_test}")
         need(self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1; got {self.image_size}")
         need(self.seed >= 0, f"--seed must be >= 0; got {self.seed}")
+        need(self.threads is None or self.threads >= 1, f"--threads must be >= 1; got {self.threads}")
         _device(self.device)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.model
 
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+    def learning_rate(self, plan: Plan) -> float:
+        """``lr``, or the optimizer's default (scaled up for tabular data, see ``TABULAR_LR_SCALE``)."""
+        if self.lr is not None:
+            return self.lr
+        return DEFAULT_LR[self.optimizer] * (TABULAR_LR_SCALE if plan.kind == "vector" else 1)
 
 
 @dataclass
@@ -245,8 +249,7 @@ def _batches(order: Tensor, batch_size: int) -> list[Tensor]:
     return batches
 
 
-def _make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    lr = cfg.learning_rate
+def _make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
@@ -255,7 +258,7 @@ def _make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.o
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
-def _make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int, lr: float) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step schedule over the whole run (``total_steps`` optimizer steps)."""
     total = max(1, total_steps)
     if cfg.schedule == "cosine":
@@ -263,8 +266,23 @@ def _make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: in
     if cfg.schedule == "step":  # x0.1 after each third of the run
         return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, total // 3), gamma=0.1)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=total + 1, pct_start=0.25)
+        return torch.optim.lr_scheduler.LambdaLR(opt, _one_cycle(total))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def _one_cycle(total: int, warmup: float = 0.25, start: float = 0.04, end: float = 1e-4) -> Callable[[int], float]:
+    """Smith's 1cycle as a multiplier of ``--lr``: linear warm-up from ``start`` over the first
+    ``warmup`` of the run, then cosine annealing to ``end``. Unlike ``OneCycleLR`` it is defined for
+    runs of any length (a handful of steps included) and leaves momentum alone."""
+    warm = max(1, round(warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return start + (1.0 - start) * step / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
 
 
 def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -317,7 +335,7 @@ def evaluate(
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             for idx in mine.split(batch_size):
                 x, y = gather(ds, idx)
-                x, y = plan.inputs(x).to(device), plan.targets(y).to(device)
+                x, y = plan.inputs(x.to(device)), plan.targets(y.to(device))
                 s = task.sums(model(x), y)
                 sums = s if sums is None else sums + s
     finally:
@@ -443,6 +461,8 @@ def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
 
     info = _data.dataset_info(cfg.data or default_dataset(cfg.model))  # unknown name: one-line error
     device = _device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     ctx = setup(device.type)
     try:
         if device.type == "cuda" and ctx.enabled:
@@ -480,8 +500,9 @@ class _Run:
         self.task = make_task(self.plan)
         self.model = resolved.model.to(self.device)
         self.steps_per_epoch = len(_batches(torch.empty(-(-len(self.train_ds) // ctx.world_size)), cfg.batch_size))  # type: ignore[arg-type]
-        self.opt = _make_optimizer(cfg, self.model.parameters())
-        self.sched = _make_schedule(cfg, self.opt, cfg.epochs * self.steps_per_epoch)
+        self.lr = cfg.learning_rate(self.plan)
+        self.opt = _make_optimizer(cfg, self.model.parameters(), self.lr)
+        self.sched = _make_schedule(cfg, self.opt, cfg.epochs * self.steps_per_epoch, self.lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.eval_batch = max(cfg.batch_size, 256)
 
@@ -534,6 +555,8 @@ class _Run:
             "plan": self.plan.to_json(),
             "run_id": self.run_id,
             "world_size": self.ctx.world_size,
+            "lr": self.lr,
+            "steps_per_epoch": self.steps_per_epoch,
             "eval_batch_size": self.eval_batch,
             "nnatlas": nnatlas.__version__,
             "torch": torch.__version__,
@@ -610,8 +633,9 @@ class _Run:
         cfg, plan = self.cfg, self.plan
         x, y = gather(self.train_ds, idx)
         aug = torch.Generator().manual_seed(derive_seed(cfg.seed, "augment", self.ctx.rank, self.global_step)) if plan.augment else None
-        x = plan.inputs(x, generator=aug).to(self.device, non_blocking=True)
-        y = plan.targets(y).to(self.device, non_blocking=True)
+        # Resize, shift and normalise on the training device (the GPU, when there is one).
+        x = plan.inputs(x.to(self.device, non_blocking=True), generator=aug)
+        y = plan.targets(y.to(self.device, non_blocking=True))
         torch.manual_seed(derive_seed(cfg.seed, "step", self.ctx.rank, self.global_step))  # dropout masks of this step
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             out = self.train_model(x)
@@ -692,7 +716,11 @@ class _Run:
                     self.samples += len(idx) * ctx.world_size
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{self.loss_sum / self.loss_count:.4f}", refresh=False)
+                        post = {"loss": f"{self.loss_sum / self.loss_count:.4f}"}
+                        if self.history:  # the last evaluation's metric beside the running loss
+                            key = f"test_{self.task.best}"
+                            post[key] = f"{self.history[-1][key]:.4f}"
+                        bar.set_postfix(post, refresh=False)
                     if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 and self.step_in_epoch < len(batches):
                         self.train_time += time.perf_counter() - t0
                         t0 = time.perf_counter()
