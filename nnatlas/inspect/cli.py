@@ -73,10 +73,7 @@ def _cmd_draw(args: argparse.Namespace) -> int:
         raise PermissionError(f"cannot write {out}: directory {out.parent} is not writable")
     inputs = _input(args.name, args.input)
     drawing = diagram(args.name, inputs, depth=_depth(args.depth), blocks=not args.no_blocks, lang=args.lang)
-    written = [drawing.render(out, fmt)]
-    for block in drawing.blocks:
-        written.append(block.render(out.with_name(f"{out.stem}_{block.name}.{fmt}"), fmt))
-    for path in written:
+    for path in drawing.render_all(out, fmt):
         print(path)
     return 0
 

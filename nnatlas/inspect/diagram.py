@@ -95,6 +95,15 @@ class Diagram:
         atomic_write_bytes(path, done.stdout)
         return path
 
+    def render_all(self, path: str | os.PathLike, format: str | None = None) -> list[Path]:
+        """Render this drawing to ``path`` and each block type beside it (``<stem>_<Block>.<format>``)."""
+        path = Path(path)
+        fmt = (format or path.suffix.lstrip(".") or "svg").lower()
+        written = [self.render(path, fmt)]
+        for block in self.blocks:
+            written.append(block.render(path.with_name(f"{path.stem}_{block.name}.{fmt}"), fmt))
+        return written
+
 
 def diagram(model_or_name: nn.Module | str | Trace, input: Any = None, depth: int | None = 1, blocks: bool = True,
             lang: str = "en", style: Style | None = None) -> Diagram:

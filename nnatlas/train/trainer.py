@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 import nnatlas
+from nnatlas.inspect.diagram import GraphvizMissingError
 from nnatlas.train import checkpoint as ckpt
 from nnatlas.train.distributed import DistContext, setup, shard_order
 from nnatlas.train.tasks import Plan, Task, default_dataset, gather, make_task, resolve
@@ -382,9 +383,9 @@ def write_curves(path: Path, history: list[dict[str, Any]], title: str) -> None:
 def write_model_report(model: nn.Module, example: Tensor, out_dir: Path) -> list[Path]:
     """Write the model's description into ``out_dir``; returns the files written.
 
-    ``model.txt`` (the module tree and parameter counts) always; ``summary.txt``
-    (``nnatlas.summary``) and ``model.svg`` (``nnatlas.diagram``) when the inspector is
-    installed. A failing inspector is logged as a warning and does not stop training.
+    ``model.txt`` (the module tree and parameter counts), ``summary.txt`` (``nnatlas.summary``),
+    ``model.svg`` and one ``model_<Block>.svg`` per block type (``nnatlas.diagram``; without
+    Graphviz, ``model.dot``). A failing report is logged as a warning and does not stop training.
     """
     out_dir = Path(out_dir)
     written = []
@@ -394,19 +395,18 @@ def write_model_report(model: nn.Module, example: Tensor, out_dir: Path) -> list
     written.append(out_dir / "model.txt")
     was = model.training
     model.eval()
-    try:
-        if hasattr(nnatlas, "summary"):
-            try:
-                ckpt.atomic_write_text(out_dir / "summary.txt", str(nnatlas.summary(model, example)) + "\n")
-                written.append(out_dir / "summary.txt")
-            except Exception as err:  # the report must not cost the user a training run
-                log.warning("model report: nnatlas.summary failed: %s: %s", type(err).__name__, err)
-        if hasattr(nnatlas, "diagram"):
-            try:
-                nnatlas.diagram(model, example).render(out_dir / "model.svg", format="svg")
-                written.append(out_dir / "model.svg")
-            except Exception as err:
-                log.warning("model report: nnatlas.diagram failed: %s: %s", type(err).__name__, err)
+    try:  # the report must not cost the user a training run: a failure is a warning
+        try:
+            ckpt.atomic_write_text(out_dir / "summary.txt", str(nnatlas.summary(model, example)) + "\n")
+            written.append(out_dir / "summary.txt")
+        except Exception as err:
+            log.warning("model report: nnatlas.summary failed: %s: %s", type(err).__name__, err)
+        try:
+            written += nnatlas.diagram(model, example).render_all(out_dir / "model.svg", format="svg")
+        except GraphvizMissingError as err:
+            log.warning("model report: %s", err)
+        except Exception as err:
+            log.warning("model report: nnatlas.diagram failed: %s: %s", type(err).__name__, err)
     finally:
         model.train(was)
     return written
