@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["ShapeError", "UnknownModelError", "ConfigError", "ReferenceMismatchError", "check_input"]
+__all__ = ["ShapeError", "UnknownModelError", "ConfigError", "ReferenceMismatchError", "check_input", "did_you_mean"]
 
 
 class ShapeError(ValueError):
@@ -27,15 +27,19 @@ class ReferenceMismatchError(ValueError):
     """A reference module's weights do not map one-to-one onto the nnatlas model."""
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> tuple[list[str], str]:
+    """The closest known names to ``name`` and a message fragment suggesting them ("" if none)."""
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+    return close, (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "")
+
+
 class UnknownModelError(KeyError):
     """A model name that is not registered; the message suggests the closest names."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        known = sorted(known)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        known = list(known)
         self.name = name
-        self.suggestions = close
+        self.suggestions, hint = did_you_mean(name, known)
         super().__init__(f"unknown model {name!r}{hint} (nnatlas.list_models() lists all {len(known)})")
 
     def __str__(self) -> str:  # KeyError would repr() the message, quotes and all

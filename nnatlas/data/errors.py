@@ -8,8 +8,9 @@ exception a caller would catch anyway: content that is wrong is a ``ValueError``
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+
+from nnatlas.errors import did_you_mean
 
 __all__ = [
     "ChecksumError",
@@ -37,11 +38,9 @@ class UnknownDatasetError(DataError):
     """A data set name that is not registered; the message suggests the closest names."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        known = sorted(known)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        known = list(known)
         self.name = name
-        self.suggestions = close
+        self.suggestions, hint = did_you_mean(name, known)
         super().__init__(f"unknown data set {name!r}{hint} (nnatlas.data.list_datasets() lists all {len(known)})")
 
 

@@ -11,13 +11,7 @@ from nnatlas.errors import ShapeError
 from nnatlas.models.autoencoder import vae_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These inputs are tiny: intra-op threads only contend on a shared machine (25x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: threads only contend
 
 SMALL = {"in_features": 12, "hidden_sizes": (8, 4)}
 

@@ -10,13 +10,7 @@ from nnatlas.errors import ShapeError
 from nnatlas.models.pointer_net import MASKED, pointer_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These inputs are tiny: intra-op threads only contend on a shared machine (25x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: threads only contend
 
 
 def _model(hidden_size: int = 16):

@@ -11,13 +11,7 @@ import nnatlas
 from nnatlas.errors import ConfigError, ShapeError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These inputs are tiny: intra-op threads only contend on a shared machine (25x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: threads only contend
 
 SMALL = {"input_size": 6, "hidden_size": 8, "num_layers": 2}
 

@@ -10,13 +10,7 @@ from nnatlas import nn as atlas_nn
 from nnatlas.errors import ShapeError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These inputs are tiny: intra-op threads only contend on a shared machine (25x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: threads only contend
 
 I, H, B, T = 5, 7, 3, 4
 ATOL = 1e-5  # fp32: the loop sums the same products in another order than torch's kernel
