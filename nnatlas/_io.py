@@ -42,8 +42,11 @@ def atomic_open(path: str | os.PathLike, *, suffix: str = ".part") -> Iterator[B
     ...     f.write(data)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as err:  # name the file the caller asked for, not the temporary one
+        raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from None
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode

@@ -427,6 +427,24 @@ def _probe(model: nn.Module, x: Tensor) -> Any:
         model.train(was)
 
 
+def check_fit(model_name: str, data_name: str, data_task: str) -> None:
+    """Raise ``ValueError`` (one line) when the model cannot train on a data set of this task.
+
+    Needs only the model's card and the data set's task, so ``train`` calls it before any
+    data is loaded or downloaded; :func:`resolve` checks shapes once the data is there.
+    """
+    card = nnatlas.card(model_name)
+    where = f"model {model_name!r} on data set {data_name!r}"
+    if data_task not in TRAINABLE_TASKS:
+        raise ValueError(f"{where}: data set task {data_task!r} is not one nnatlas train handles ({', '.join(TRAINABLE_TASKS)})")
+    if card.multi_input or card.input_dtype != "float" or not card.batched:
+        raise ValueError(f"{where}: the model takes {card.input_shape} ({card.input_dtype}); nnatlas train feeds one float tensor per batch")
+    if data_task in ("classification", "binary") and card.task.lower() == "regression":
+        raise ValueError(f"{where}: {model_name} is a regression model (card task {card.task!r}); the data set is {data_task}")
+    if ("segmentation" in card.task.lower()) != (data_task == "segmentation"):
+        raise ValueError(f"{where}: the model does {card.task}; the data set is {data_task}")
+
+
 def resolve(
     model_name: str,
     bundle: Any,
@@ -440,12 +458,9 @@ def resolve(
     The model is built with the global torch RNG, so seed it first for reproducible weights.
     Raises ``ValueError`` (one line, naming model and data set) when they do not fit.
     """
+    check_fit(model_name, bundle.name, bundle.task)
     card = nnatlas.card(model_name)
     where = f"model {model_name!r} on data set {bundle.name!r}"
-    if bundle.task not in TRAINABLE_TASKS:
-        raise ValueError(f"{where}: data set task {bundle.task!r} is not one nnatlas train handles ({', '.join(TRAINABLE_TASKS)})")
-    if card.multi_input or card.input_dtype != "float" or not card.batched:
-        raise ValueError(f"{where}: the model takes {card.input_shape} ({card.input_dtype}); nnatlas train feeds one float tensor per batch")
     fields = _config_fields(model_name)
     overrides: dict[str, Any] = {}
     model_rank = len(card.input_shape)
@@ -460,15 +475,11 @@ def resolve(
     class_field = "num_classes" if "num_classes" in fields else ("out_features" if "out_features" in fields else None)
     if task == "binary" and class_field is not None and "binary" not in card.task.lower():
         task, num_classes = "classification", 2  # a softmax classifier on a two-class set
-    if task == "classification" and card.task.lower() == "regression":
-        raise ValueError(f"{where}: {model_name} is a regression model (card task {card.task!r}); the data set is {bundle.task}")
     if task in ("classification", "segmentation"):
         if num_classes is None:
             raise ValueError(f"{where}: the data set has no num_classes")
         if class_field is not None:
             overrides[class_field] = num_classes
-    if ("segmentation" in card.task.lower()) != (task == "segmentation"):
-        raise ValueError(f"{where}: the model does {card.task}; the data set is {bundle.task}")
 
     # Inputs.
     x0, y0 = _first(bundle.train, NORM_SAMPLES)

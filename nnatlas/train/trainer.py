@@ -45,7 +45,7 @@ import nnatlas
 from nnatlas.inspect.diagram import GraphvizMissingError
 from nnatlas.train import checkpoint as ckpt
 from nnatlas.train.distributed import DistContext, setup, shard_order
-from nnatlas.train.tasks import Plan, Task, default_dataset, gather, make_task, resolve
+from nnatlas.train.tasks import Plan, Task, check_fit, default_dataset, gather, make_task, resolve
 
 __all__ = ["TrainConfig", "TrainResult", "DivergedError", "train", "evaluate", "evaluate_run", "config_for_run", "write_model_report"]
 
@@ -460,6 +460,7 @@ def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
     from nnatlas import data as _data
 
     info = _data.dataset_info(cfg.data or default_dataset(cfg.model))  # unknown name: one-line error
+    check_fit(cfg.model, info.name, info.task)  # before any data is loaded or downloaded
     device = _device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

@@ -1,0 +1,29 @@
+"""A model and a data set that cannot go together are refused before any data is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nnatlas.cli import main
+
+
+@pytest.mark.parametrize(
+    "model,data,message",
+    [
+        ("lenet", "cora", "'node_classification' is not one nnatlas train handles"),
+        ("linear_regression", "mnist", "is a regression model"),
+        ("unet", "cifar10", "the model does semantic segmentation; the data set is classification"),
+        ("gcn", "mnist", "nnatlas train feeds one float tensor per batch"),
+    ],
+)
+def test_mismatch_is_refused_before_any_download(
+    model: str, data: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"  # empty: a download would be attempted if the data were loaded
+    out = tmp_path / "run"
+    assert main(["train", model, "--data", data, "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not data_dir.exists() and not out.exists()
