@@ -376,6 +376,30 @@ def _check_layer_sizes(name: str, d_model: int, nhead: int, dim_feedforward: int
         raise ValueError(f"{name} expects 0 <= dropout < 1; got {dropout}")
 
 
+def _layer_from_reference(cls: type, module: nn.Module, expected: type, impl: Impl) -> nn.Module:
+    """Build ``cls`` with the hyper-parameters of ``module`` (a torch.nn Transformer layer) and its weights."""
+    if not isinstance(module, expected):
+        raise TypeError(f"{cls.__name__}.from_reference expects torch.nn.{expected.__name__}; got {type(module).__name__}")
+    w = module.linear1.weight
+    layer = cls(
+        module.self_attn.embed_dim,
+        module.self_attn.num_heads,
+        dim_feedforward=module.linear1.out_features,
+        dropout=module.dropout.p,
+        activation=_activation_name(module.activation),
+        layer_norm_eps=module.norm1.eps,
+        batch_first=module.self_attn.batch_first,
+        norm_first=module.norm_first,
+        bias=module.linear1.bias is not None,
+        device=w.device,
+        dtype=w.dtype,
+        impl=impl,
+    )
+    layer.load_state_dict(module.state_dict())
+    layer.train(module.training)
+    return layer
+
+
 class TransformerEncoderLayer(nn.Module):
     """One encoder layer (section 3.1): self-attention and a position-wise feed-forward network.
 
@@ -452,29 +476,7 @@ class TransformerEncoderLayer(nn.Module):
     @classmethod
     def from_reference(cls, module: nn.TransformerEncoderLayer, *, impl: Impl = "sdpa") -> "TransformerEncoderLayer":
         """The from-scratch layer holding ``module``'s (a ``torch.nn.TransformerEncoderLayer``) weights."""
-        if not isinstance(module, nn.TransformerEncoderLayer):
-            raise TypeError(
-                "TransformerEncoderLayer.from_reference expects torch.nn.TransformerEncoderLayer; "
-                f"got {type(module).__name__}"
-            )
-        w = module.linear1.weight
-        layer = cls(
-            module.self_attn.embed_dim,
-            module.self_attn.num_heads,
-            dim_feedforward=module.linear1.out_features,
-            dropout=module.dropout.p,
-            activation=_activation_name(module.activation),
-            layer_norm_eps=module.norm1.eps,
-            batch_first=module.self_attn.batch_first,
-            norm_first=module.norm_first,
-            bias=module.linear1.bias is not None,
-            device=w.device,
-            dtype=w.dtype,
-            impl=impl,
-        )
-        layer.load_state_dict(module.state_dict())
-        layer.train(module.training)
-        return layer
+        return _layer_from_reference(cls, module, nn.TransformerEncoderLayer, impl)
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -577,26 +579,4 @@ class TransformerDecoderLayer(nn.Module):
     @classmethod
     def from_reference(cls, module: nn.TransformerDecoderLayer, *, impl: Impl = "sdpa") -> "TransformerDecoderLayer":
         """The from-scratch layer holding ``module``'s (a ``torch.nn.TransformerDecoderLayer``) weights."""
-        if not isinstance(module, nn.TransformerDecoderLayer):
-            raise TypeError(
-                "TransformerDecoderLayer.from_reference expects torch.nn.TransformerDecoderLayer; "
-                f"got {type(module).__name__}"
-            )
-        w = module.linear1.weight
-        layer = cls(
-            module.self_attn.embed_dim,
-            module.self_attn.num_heads,
-            dim_feedforward=module.linear1.out_features,
-            dropout=module.dropout.p,
-            activation=_activation_name(module.activation),
-            layer_norm_eps=module.norm1.eps,
-            batch_first=module.self_attn.batch_first,
-            norm_first=module.norm_first,
-            bias=module.linear1.bias is not None,
-            device=w.device,
-            dtype=w.dtype,
-            impl=impl,
-        )
-        layer.load_state_dict(module.state_dict())
-        layer.train(module.training)
-        return layer
+        return _layer_from_reference(cls, module, nn.TransformerDecoderLayer, impl)
