@@ -9,32 +9,14 @@ from torch import nn
 
 import nnatlas
 from nnatlas.models.alexnet import AlexNetConfig, TowerLRN, torchvision_key_map
-
-
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _shapes_after(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    seen: dict[str, tuple[int, ...]] = {}
-    handles = [
-        model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, tuple(o.shape)))
-        for n in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+from model_checks import shapes_after, trainable
 
 
 def test_alexnet_2012_feature_maps_55_27_13_6() -> None:
     with torch.device("meta"):
         model = nnatlas.create("alexnet_2012").eval()
         names = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "flatten"]
-        seen = _shapes_after(model, names, torch.randn(1, 3, 227, 227))
+        seen = shapes_after(model, names, torch.randn(1, 3, 227, 227))
     assert seen == {
         "conv1": (1, 96, 55, 55),
         "pool1": (1, 96, 27, 27),
@@ -55,7 +37,7 @@ def test_alexnet_2012_towers_and_parameter_count() -> None:
     assert model.conv2.weight.shape == (256, 48, 5, 5)  # a tower's kernel reads its own 48 maps
     assert model.conv3.weight.shape == (384, 256, 3, 3)  # conv3 reads both towers
     assert model.conv5.weight.shape == (256, 192, 3, 3)
-    assert _trainable(model) == 60_965_224  # the figure in the card's notes
+    assert trainable(model) == 60_965_224  # the figure in the card's notes
     assert "60,965,224" in nnatlas.card("alexnet_2012").notes
     names = [n for n, _ in model.classifier.named_children()]
     assert names == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]  # dropout after fc6, fc7 (paper)
@@ -124,8 +106,8 @@ def test_alexnet_d2l_matches_the_seed_code() -> None:
     x = torch.randn(1, 1, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x), seed(x), rtol=1e-5, atol=1e-5)  # fp32, same ops
-    assert _trainable(model) == 50_820_776 and "50,820,776" in nnatlas.card("alexnet_d2l").notes
-    seen = _shapes_after(model, ["conv1", "pool1", "pool2", "pool5", "flatten"], x)
+    assert trainable(model) == 50_820_776 and "50,820,776" in nnatlas.card("alexnet_d2l").notes
+    seen = shapes_after(model, ["conv1", "pool1", "pool2", "pool5", "flatten"], x)
     assert seen["conv1"] == (1, 96, 54, 54) and seen["pool2"] == (1, 256, 12, 12) and seen["flatten"] == (1, 6400)
 
 

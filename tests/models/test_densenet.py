@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import nnatlas
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError
 from nnatlas.models.densenet import DenseBlock, DenseLayer, DenseNetConfig, Transition, _torchvision_key
+from model_checks import assert_grads_and_buffers_match
 
 
 def _body_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
@@ -128,12 +129,7 @@ def test_matches_torchvision_densenet121() -> None:
     target = torch.tensor([3, 7])
     F.cross_entropy(ours(x), target).backward()
     F.cross_entropy(ref(x), target).backward()
-    ref_params = dict(ref.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, ref_params[_torchvision_key(name)].grad, atol=1e-5, rtol=1e-4, msg=name)
-    ref_buffers = dict(ref.named_buffers())
-    for name, b in ours.named_buffers():
-        torch.testing.assert_close(b, ref_buffers[_torchvision_key(name)], atol=1e-6, rtol=1e-5, msg=name)
+    assert_grads_and_buffers_match(ours, ref, _torchvision_key)
 
 
 def test_config_read_from_reference() -> None:

@@ -18,6 +18,7 @@ from nnatlas.models.googlenet import (
     _torchvision_key,
 )
 from nnatlas.nn import BatchNorm2d, LocalResponseNorm
+from model_checks import assert_grads_and_buffers_match
 
 
 def _conv_weights(module: torch.nn.Module) -> int:
@@ -230,12 +231,7 @@ def test_matches_torchvision(aux: bool) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     sum(F.cross_entropy(o, target) for o in out_ours).backward()
     sum(F.cross_entropy(o, target) for o in out_ref).backward()
-    ref_params = dict(ref.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, ref_params[_torchvision_key(name)].grad, atol=1e-5, rtol=1e-4, msg=name)
-    ref_buffers = dict(ref.named_buffers())
-    for name, b in ours.named_buffers():
-        torch.testing.assert_close(b, ref_buffers[_torchvision_key(name)], atol=1e-6, rtol=1e-5, msg=name)
+    assert_grads_and_buffers_match(ours, ref, _torchvision_key)
 
 
 @pytest.mark.parametrize("aux", [False, True])

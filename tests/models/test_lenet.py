@@ -9,25 +9,7 @@ from torch import nn
 
 import nnatlas
 from nnatlas.models.lenet import C3_TABLE, LeNet5Config, LeNetConfig, PartialConv2d, Squash, digit_prototypes
-
-
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _shapes_after(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    seen: dict[str, tuple[int, ...]] = {}
-    handles = [
-        model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, tuple(o.shape)))
-        for n in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+from model_checks import shapes_after, trainable
 
 
 @pytest.mark.parametrize("name", ["lenet", "lenet_d2l"])
@@ -35,7 +17,7 @@ def test_seed_000_feature_maps(name: str) -> None:
     """Seed 000 draws 28x28x6 -> 14x14x6 -> 10x10x16 -> 5x5x16; d2l's padding gives the same from 28x28."""
     model = nnatlas.create(name).eval()
     x = nnatlas.example_input(name, batch_size=2)
-    seen = _shapes_after(model, ["conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "fc3"], x)
+    seen = shapes_after(model, ["conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "fc3"], x)
     assert seen == {
         "conv1": (2, 6, 28, 28),
         "pool1": (2, 6, 14, 14),
@@ -54,8 +36,8 @@ def test_variants_differ_as_the_seeds_say() -> None:
     assert isinstance(d2l.act1, nn.Sigmoid) and isinstance(d2l.pool1, nn.AvgPool2d)
     assert d2l.conv1.padding == (2, 2) and seed000.conv1.padding == (0, 0)
     assert isinstance(bn.bn1, nnatlas.nn.BatchNorm2d) and isinstance(bn.bn3, nnatlas.nn.BatchNorm1d)
-    assert _trainable(d2l) == 61_706
-    assert _trainable(bn) == 44_878  # 156+12 + 2,416+32 + 30,840+240 + 10,164+168 + 850
+    assert trainable(d2l) == 61_706
+    assert trainable(bn) == 44_878  # 156+12 + 2,416+32 + 30,840+240 + 10,164+168 + 850
     assert bn.fc1.in_features == 16 * 4 * 4  # d2l's LeNet-BN: no padding, 28 -> 24 -> 12 -> 8 -> 4
 
 
@@ -96,14 +78,14 @@ def test_lenet5_1998_has_exactly_60000_trainable_parameters() -> None:
         name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("C1", "S2", "C3", "S4", "C5", "F6")
     }
     assert per_layer == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
-    assert _trainable(model) == 60_000
+    assert trainable(model) == 60_000
     assert not any(p.requires_grad for p in model.output.parameters())  # the RBF holds no parameters
     assert model.output.prototypes.shape == (10, 84) and "output.prototypes" in model.state_dict()
 
 
 def test_lenet5_1998_feature_maps() -> None:
     model = nnatlas.create("lenet5_1998").eval()
-    seen = _shapes_after(model, ["C1", "S2", "C3", "S4", "C5", "F6", "output"], torch.randn(2, 1, 32, 32))
+    seen = shapes_after(model, ["C1", "S2", "C3", "S4", "C5", "F6", "output"], torch.randn(2, 1, 32, 32))
     assert seen == {
         "C1": (2, 6, 28, 28),
         "S2": (2, 6, 14, 14),

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import nnatlas
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError
 from nnatlas.models.resnet import BasicBlock, Bottleneck, ResNetConfig, _torchvision_key
+from model_checks import assert_grads_and_buffers_match
 
 
 def _stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
@@ -99,12 +100,7 @@ def _assert_equivalent(ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Ten
     target = torch.arange(x.shape[0]) % 10
     F.cross_entropy(ours(x), target).backward()
     F.cross_entropy(ref(x), target).backward()
-    ref_params = dict(ref.named_parameters())
-    for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, ref_params[_torchvision_key(name)].grad, atol=1e-5, rtol=1e-4, msg=name)
-    ref_buffers = dict(ref.named_buffers())
-    for name, b in ours.named_buffers():  # running_mean / running_var / num_batches_tracked moved alike
-        torch.testing.assert_close(b, ref_buffers[_torchvision_key(name)], atol=1e-6, rtol=1e-5, msg=name)
+    assert_grads_and_buffers_match(ours, ref, _torchvision_key)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

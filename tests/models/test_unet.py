@@ -8,17 +8,14 @@ from torch import nn
 
 import nnatlas
 from nnatlas.models.unet import DoubleConv, Up, UNetConfig, valid_unpadded_sizes
-
-
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+from model_checks import trainable
 
 
 def test_unet_parameter_counts_transposed_and_bilinear() -> None:
     with torch.device("meta"):
-        assert _trainable(nnatlas.create("unet")) == 31_037_698
-        assert _trainable(nnatlas.create("unet", bilinear=True)) == 17_263_042
-        assert _trainable(nnatlas.create("unet_2015")) == 31_030_658
+        assert trainable(nnatlas.create("unet")) == 31_037_698
+        assert trainable(nnatlas.create("unet", bilinear=True)) == 17_263_042
+        assert trainable(nnatlas.create("unet_2015")) == 31_030_658
 
 
 def test_bilinear_halves_the_deep_channels() -> None:
