@@ -14,27 +14,13 @@ asserts, and CPU figures depend on the threads the machine gives.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 from nnatlas.nn.attention import attention
 
-
-def _time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in milliseconds (one untimed warm-up run first)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _case(
@@ -58,7 +44,7 @@ def _case(
             with torch.no_grad():
                 attention(q, k, v, is_causal=causal, impl=impl)
 
-    return _time(run, repeats, device)
+    return median_time(run, repeats, device) * 1e3  # ms
 
 
 def main() -> None:

@@ -20,27 +20,17 @@ renders in under 3 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
 import nnatlas
 
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
+
 RENDER_TIMEOUT_S = 300
-
-
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: imports, caches and first-call costs stay out of the timing, for every tool alike
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _render(dot_text: str) -> None:
@@ -52,7 +42,7 @@ def _render(dot_text: str) -> None:
 
 def _render_median(dot_text: str, repeats: int) -> float:
     try:
-        return _median(lambda: _render(dot_text), repeats)
+        return median_time(lambda: _render(dot_text), repeats)
     except subprocess.TimeoutExpired:
         return float("inf")
 
@@ -77,17 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         model = nnatlas.create(name).eval()
         x = _input(name)
         d = args.depth
-        t_ours = _median(lambda: str(nnatlas.summary(model, x, depth=d)), args.repeats)
-        t_info = _median(lambda: str(torchinfo.summary(model, input_data=x, depth=d, verbose=0)), args.repeats)
+        t_ours = median_time(lambda: str(nnatlas.summary(model, x, depth=d)), args.repeats)
+        t_info = median_time(lambda: str(torchinfo.summary(model, input_data=x, depth=d, verbose=0)), args.repeats)
         ours_dot = nnatlas.diagram(model, x, depth=d, blocks=False).dot
         view_dot = torchview.draw_graph(model, input_data=x, depth=d).visual_graph.source
-        g_ours = _median(lambda: nnatlas.diagram(model, x, depth=d, blocks=False).dot, args.repeats)
-        g_view = _median(lambda: torchview.draw_graph(model, input_data=x, depth=d).visual_graph.source, args.repeats)
+        g_ours = median_time(lambda: nnatlas.diagram(model, x, depth=d, blocks=False).dot, args.repeats)
+        g_view = median_time(lambda: torchview.draw_graph(model, input_data=x, depth=d).visual_graph.source, args.repeats)
         r_ours = _render_median(ours_dot, args.repeats)
         r_view = _render_median(view_dot, args.repeats)
         default = nnatlas.diagram(model, x)
         texts = [default.dot] + [b.dot for b in default.blocks]
-        r_default = _median(lambda: [_render(t) for t in texts], args.repeats)
+        r_default = median_time(lambda: [_render(t) for t in texts], args.repeats)
         rows.append((name, t_ours, t_info, g_ours, g_view, r_ours, r_view, r_default, len(texts)))
         print(f"{name}: done", file=sys.stderr, flush=True)
 

@@ -11,8 +11,6 @@ All three hold the same weights (the nnatlas stacks are built with ``from_refere
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -20,22 +18,7 @@ from torch import nn
 
 from nnatlas import nn as atlas_nn
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_ms(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: allocator, kernels, autograd graph caches
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _forward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -83,8 +66,8 @@ def main() -> None:
 
     results = {}
     for name, module in candidates.items():
-        fwd = _median_ms(_forward(module, x), args.repeats, device)
-        fwd_bwd = _median_ms(_forward_backward(module, x), args.repeats, device)
+        fwd = median_time(_forward(module, x), args.repeats, device) * 1e3
+        fwd_bwd = median_time(_forward_backward(module, x), args.repeats, device) * 1e3
         results[name] = (fwd, fwd_bwd)
 
     ref_f, ref_fb = results["torch.nn.LSTM"]

@@ -16,13 +16,13 @@ takes minutes per repeat; it is left out of the default dims.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 from nnatlas.models.mamba import selective_scan
+
+from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _inputs(batch: int, dim: int, length: int, dstate: int, grad: bool) -> dict[str, torch.Tensor]:
@@ -43,16 +43,6 @@ def _inputs(batch: int, dim: int, length: int, dstate: int, grad: bool) -> dict[
     )
 
 
-def _median_time(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up: allocator, first-call dispatch
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench(batch: int, dim: int, length: int, dstate: int, backward: bool, repeats: int) -> dict[str, float]:
     """Median seconds of each scan for one size."""
     inputs = _inputs(batch, dim, length, dstate, grad=backward)
@@ -66,7 +56,7 @@ def bench(batch: int, dim: int, length: int, dstate: int, backward: bool, repeat
                 with torch.no_grad():
                     selective_scan(**inputs, delta_softplus=True, scan=scan)
 
-        out[scan] = _median_time(run, repeats)
+        out[scan] = median_time(run, repeats)
     return out
 
 
