@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn import LocalResponseNorm
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -75,15 +76,7 @@ class AlexNetConfig:
     dropout_at: str = "input"
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"AlexNetConfig.{name} must be >= 1; got {getattr(self, name)}")
-        if self.conv1_padding < 0:
-            raise ConfigError(f"AlexNetConfig.conv1_padding must be >= 0; got {self.conv1_padding}")
-        if len(self.channels) != 5 or any(c < 1 for c in self.channels):
-            raise ConfigError(f"AlexNetConfig.channels must be five sizes >= 1; got {self.channels}")
-        if len(self.groups) != 5 or any(g < 1 for g in self.groups):
-            raise ConfigError(f"AlexNetConfig.groups must be five counts >= 1; got {self.groups}")
+        check_fields(self, minimum={"conv1_padding": 0})  # types, ints >= 1, five channels and groups
         ins = (self.in_channels, *self.channels[:4])
         for i, (cin, cout, g) in enumerate(zip(ins, self.channels, self.groups), start=1):
             if cin % g or cout % g:

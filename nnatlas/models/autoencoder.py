@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import BatchNorm2d
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
@@ -85,17 +86,10 @@ CAE_PAPER = Paper(
 )
 
 
-def _require_positive(config: object, *fields: str) -> None:
-    for f in fields:
-        v = getattr(config, f)
-        if type(v) is not int or v < 1:
-            raise ConfigError(f"{type(config).__name__}.{f} must be an int >= 1; got {v!r}")
-
-
 def _require_sizes(config: object, field: str) -> None:
-    sizes = getattr(config, field)
-    if not isinstance(sizes, tuple) or not sizes or any(type(s) is not int or s < 1 for s in sizes):
-        raise ConfigError(f"{type(config).__name__}.{field} must be a non-empty tuple of ints >= 1; got {sizes!r}")
+    """A tuple of sizes that must not be empty (``check_fields`` has checked each size)."""
+    if not getattr(config, field):
+        raise ConfigError(f"{type(config).__name__}.{field} must be a non-empty tuple of ints >= 1; got ()")
 
 
 # ----------------------------------------------------------------------------- configs
@@ -110,10 +104,8 @@ class AutoEncoderConfig:
     noise_std: float = 0.0  # std of the Gaussian corruption added in training (seed: 0.5 for the DAE)
 
     def __post_init__(self) -> None:
-        _require_positive(self, "in_features")
+        check_fields(self, minimum={"noise_std": 0.0})
         _require_sizes(self, "hidden_sizes")
-        if not isinstance(self.noise_std, (int, float)) or isinstance(self.noise_std, bool) or self.noise_std < 0:
-            raise ConfigError(f"AutoEncoderConfig.noise_std must be a float >= 0; got {self.noise_std!r}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +117,7 @@ class VAEConfig:
     latent_size: int = 128  # Z
 
     def __post_init__(self) -> None:
-        _require_positive(self, "in_features", "latent_size")
+        check_fields(self)
         _require_sizes(self, "hidden_sizes")
 
 
@@ -137,7 +129,7 @@ class ConvAEConfig:
     channels: tuple[int, ...] = (16, 32, 32)  # encoder widths; the decoder mirrors them back to in_channels
 
     def __post_init__(self) -> None:
-        _require_positive(self, "in_channels")
+        check_fields(self)
         _require_sizes(self, "channels")
 
 

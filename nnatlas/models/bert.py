@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import MultiheadAttention, TransformerEncoderLayer
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -69,14 +70,7 @@ class BertConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        sizes = (
-            "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-            "max_position_embeddings", "type_vocab_size",
-        )
-        for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"BertConfig.{name} must be an int >= 1; got {value!r}")
+        check_fields(self)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"BertConfig.hidden_size must be divisible by num_heads; got {self.hidden_size} and {self.num_heads}"

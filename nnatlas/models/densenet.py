@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d
 from nnatlas.registry import (
@@ -91,11 +92,8 @@ class DenseNetConfig:
     in_channels: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("growth_rate", "num_init_features", "bn_size", "num_classes", "in_channels"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"DenseNetConfig.{name} must be an int >= 1; got {value!r}")
-        if not self.block_config or any(type(n) is not int or n < 1 for n in self.block_config):
+        check_fields(self)
+        if not self.block_config:
             raise ConfigError(
                 f"DenseNetConfig.block_config must be ints >= 1 (layers per block); got {self.block_config!r}"
             )

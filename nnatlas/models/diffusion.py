@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
@@ -89,11 +90,8 @@ class DDPMConfig:
     num_timesteps: int = 1000  # t must lie in [0, num_timesteps)
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "in_channels", "ch", "num_res_blocks", "num_groups", "num_timesteps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"DDPMConfig.{name} must be a positive int; got {value!r}")
-        if not self.ch_mult or any(not isinstance(m, int) or m < 1 for m in self.ch_mult):
+        check_fields(self)
+        if not self.ch_mult:
             raise ConfigError(f"DDPMConfig.ch_mult must be positive ints; got {self.ch_mult!r}")
         if self.ch % 2:
             raise ConfigError(f"DDPMConfig.ch must be even (sin and cos halves of the time embedding); got {self.ch}")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, check_input
 from nnatlas.nn.graph import GCNConv, to_edge_index
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
@@ -57,10 +58,7 @@ class GCNConfig:
     improved: bool = False  # A + 2I instead of A + I
 
     def __post_init__(self) -> None:
-        for name in ("in_features", "hidden", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"GCNConfig.{name} must be a positive int; got {value!r}")
+        check_fields(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"GCNConfig.dropout must be in [0, 1); got {self.dropout!r}")
         if self.improved and not self.normalize:

@@ -50,6 +50,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d, LocalResponseNorm
 from nnatlas.registry import (
@@ -118,11 +119,8 @@ class GoogLeNetConfig:
     aux_dropout: float = 0.7
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check_layout(self.layout)
-        for name in ("num_classes", "in_channels"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"GoogLeNetConfig.{name} must be an int >= 1; got {value!r}")
         for name in ("dropout", "aux_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, check_input
 from nnatlas.nn import BatchNorm1d, BatchNorm2d
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
@@ -101,11 +102,7 @@ class LeNetConfig:
     batch_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"LeNetConfig.{name} must be >= 1; got {getattr(self, name)}")
-        if self.padding < 0:
-            raise ConfigError(f"LeNetConfig.padding must be >= 0; got {self.padding}")
+        check_fields(self, minimum={"padding": 0})
         if self.activation not in ("relu", "sigmoid"):
             raise ConfigError(f"LeNetConfig.activation must be 'relu' or 'sigmoid'; got {self.activation!r}")
         if self.pool not in ("max", "avg"):
@@ -221,6 +218,7 @@ class LeNet5Config:
     slope: float = 2.0 / 3.0  # S
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 1 <= self.num_classes <= 10:
             raise ConfigError(
                 "LeNet5Config.num_classes must be in 1..10 (one hand-drawn digit prototype each); "

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, check_input
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
@@ -38,9 +39,7 @@ class LinearConfig:
     out_features: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("in_features", "out_features"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"LinearConfig.{name} must be >= 1; got {getattr(self, name)}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,7 @@ class MLPConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.in_features < 1:
-            raise ConfigError(f"MLPConfig.in_features must be >= 1; got {self.in_features}")
-        if self.num_classes < 1:
-            raise ConfigError(f"MLPConfig.num_classes must be >= 1; got {self.num_classes}")
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"MLPConfig.hidden sizes must all be >= 1; got {self.hidden}")
+        check_fields(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"MLPConfig.dropout must be in [0, 1); got {self.dropout}")
 

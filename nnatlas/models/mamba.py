@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import RMSNorm
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -86,10 +87,7 @@ class MambaConfig:
     scan: str = "parallel"  # or "sequential"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"MambaConfig.{name} must be a positive int; got {value!r}")
+        check_fields(self)
         if not self.norm_eps > 0:
             raise ConfigError(f"MambaConfig.norm_eps must be > 0; got {self.norm_eps!r}")
         if not 0 < self.dt_min <= self.dt_max:

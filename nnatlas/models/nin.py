@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
@@ -31,9 +32,7 @@ class NiNConfig:
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"NiNConfig.{name} must be >= 1; got {getattr(self, name)}")
+        check_fields(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"NiNConfig.dropout must be in [0, 1); got {self.dropout}")
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas import nn as atlas_nn
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
@@ -70,10 +71,7 @@ class PointerNetConfig:
     hidden_size: int = 256  # H: encoder, decoder and attention width
 
     def __post_init__(self) -> None:
-        for f in ("input_size", "hidden_size"):
-            v = getattr(self, f)
-            if type(v) is not int or v < 1:
-                raise ConfigError(f"PointerNetConfig.{f} must be an int >= 1; got {v!r}")
+        check_fields(self)
 
 
 class PointerAttention(nn.Module):

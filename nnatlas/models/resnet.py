@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d
 from nnatlas.registry import (
@@ -76,14 +77,9 @@ class ResNetConfig:
     in_channels: int = 3
 
     def __post_init__(self) -> None:
-        if len(self.layers) != 4 or any(type(n) is not int or n < 1 for n in self.layers):
-            raise ConfigError(f"ResNetConfig.layers must be four ints >= 1 (blocks per stage); got {self.layers!r}")
+        check_fields(self)  # types, ints >= 1, four stages
         if self.block not in ("basic", "bottleneck"):
             raise ConfigError(f"ResNetConfig.block must be 'basic' or 'bottleneck'; got {self.block!r}")
-        for name in ("num_classes", "in_channels"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"ResNetConfig.{name} must be an int >= 1; got {value!r}")
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas import nn as atlas_nn
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
@@ -87,13 +88,6 @@ TIED_PAPER = Paper(
 # ----------------------------------------------------------------------------- configs
 
 
-def _require_positive(config: object, *fields: str) -> None:
-    for f in fields:
-        v = getattr(config, f)
-        if type(v) is not int or v < 1:
-            raise ConfigError(f"{type(config).__name__}.{f} must be an int >= 1; got {v!r}")
-
-
 def _check_stack_fields(config: object) -> None:
     """The fields every stack-based config shares: cell, nonlinearity, dropout, impl."""
     name = type(config).__name__
@@ -128,7 +122,7 @@ class RecurrentClassifierConfig:
     impl: str = "fused"  # "fused" torch kernel or the readable "loop"
 
     def __post_init__(self) -> None:
-        _require_positive(self, "input_size", "hidden_size", "num_layers", "num_classes")
+        check_fields(self)
         _check_stack_fields(self)
 
 
@@ -147,7 +141,7 @@ class TimeRNNConfig:
     impl: str = "fused"
 
     def __post_init__(self) -> None:
-        _require_positive(self, "input_size", "hidden_size", "num_layers", "num_labels")
+        check_fields(self)
         _check_stack_fields(self)
 
 
@@ -164,7 +158,7 @@ class NLPRNNConfig:
     impl: str = "fused"
 
     def __post_init__(self) -> None:
-        _require_positive(self, "vocab_size", "hidden_size", "num_layers")
+        check_fields(self)
         _check_stack_fields(self)
 
 
@@ -177,7 +171,7 @@ class CharRNNConfig:
     n_categories: int = 18  # C: languages
 
     def __post_init__(self) -> None:
-        _require_positive(self, "n_letters", "hidden_size", "n_categories")
+        check_fields(self)
 
 
 # ----------------------------------------------------------------------------- blocks

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, check_input
 from nnatlas.registry import ModelCard, Seed, configure, register_model
 
@@ -32,9 +33,7 @@ class SimpleCNNConfig:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "hidden", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SimpleCNNConfig.{name} must be >= 1; got {getattr(self, name)}")
+        check_fields(self)
         if self.image_size < 4 or self.image_size % 4:
             raise ConfigError(f"SimpleCNNConfig.image_size must be a positive multiple of 4; got {self.image_size}")
         if len(self.channels) != 2 or min(self.channels) < 1:

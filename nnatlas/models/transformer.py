@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import TransformerDecoderLayer, TransformerEncoderLayer, _activation_name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -62,11 +63,7 @@ class TransformerConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        sizes = ("vocab_size", "d_model", "num_heads", "num_encoder_layers", "num_decoder_layers", "dim_feedforward")
-        for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"TransformerConfig.{name} must be an int >= 1; got {value!r}")
+        check_fields(self)
         if self.d_model % self.num_heads:
             raise ConfigError(
                 f"TransformerConfig.d_model must be divisible by num_heads; got {self.d_model} and {self.num_heads}"

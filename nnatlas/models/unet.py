@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import BatchNorm2d
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
@@ -73,9 +74,7 @@ class UNetConfig:
     dropout: float = 0.0  # on the bottom map, "at the end of the contracting path" (paper, section 3.1)
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "base_channels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"UNetConfig.{name} must be >= 1; got {getattr(self, name)}")
+        check_fields(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"UNetConfig.dropout must be in [0, 1); got {self.dropout}")
         if self.bilinear and self.base_channels % 2:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn import BatchNorm2d
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -64,10 +65,8 @@ class VGGConfig:
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "hidden", "pool_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"VGGConfig.{name} must be >= 1; got {getattr(self, name)}")
-        if not self.layers or any(n < 1 for n in self.layers):
+        check_fields(self)
+        if not self.layers:
             raise ConfigError(f"VGGConfig.layers must be convolution counts >= 1; got {self.layers}")
         if len(self.channels) != len(self.layers) or any(c < 1 for c in self.channels):
             raise ConfigError(

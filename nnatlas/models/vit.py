@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn.attention import TransformerEncoderLayer
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
@@ -61,13 +62,7 @@ class ViTConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        sizes = (
-            "image_size", "patch_size", "in_channels", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "num_classes"
-        )
-        for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"ViTConfig.{name} must be an int >= 1; got {value!r}")
+        check_fields(self)
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"ViTConfig.image_size must be a multiple of patch_size; got {self.image_size} and {self.patch_size}"
