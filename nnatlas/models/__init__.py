@@ -17,6 +17,7 @@ from nnatlas.models import (  # noqa: F401  (each import registers that family's
     autoencoder,
     rnn,
     transformer,
+    gpt,
     vit,
     bert,
     diffusion,

@@ -43,6 +43,7 @@ __all__ = [
     "attention",
     "attention_weights",
     "causal_mask",
+    "KVCache",
 ]
 
 Impl = Literal["sdpa", "manual"]
@@ -109,6 +110,46 @@ def attention(
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (B, H, L, Dv)
+
+
+class KVCache:
+    """The keys and values one self-attention layer has seen, for token-by-token decoding.
+
+    ``k``, ``v`` are buffers (B, H, capacity, D) of which the first ``length`` positions are
+    filled; :meth:`append` writes new positions in place (doubling the buffer when full), so a
+    decoding step copies only its own keys and values, not the whole history, and its cost
+    stays flat. :meth:`reorder` selects batch rows (beam search: which hypothesis each beam
+    now extends).
+    """
+
+    def __init__(
+        self, batch_size: int, num_heads: int, head_dim: int, capacity: int = 64, *,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+    ) -> None:
+        shape = (batch_size, num_heads, max(1, capacity), head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, t, D) after the cached positions -> all keys and values (B, H, S + t, D)."""
+        n, t = self.length, k.shape[2]
+        if n + t > self.k.shape[2]:  # full: double (amortised O(1) per position)
+            grow = max(n + t, 2 * self.k.shape[2]) - self.k.shape[2]
+            self.k = F.pad(self.k, (0, 0, 0, grow))
+            self.v = F.pad(self.v, (0, 0, 0, grow))
+        self.k[:, :, n : n + t] = k
+        self.v[:, :, n : n + t] = v
+        self.length = n + t
+        return self.k[:, :, : n + t], self.v[:, :, : n + t]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep batch rows ``rows`` (B',) int, in that order (beam search's surviving hypotheses)."""
+        self.k = self.k.index_select(0, rows)
+        self.v = self.v.index_select(0, rows)
 
 
 class MultiheadAttention(nn.Module):
@@ -323,6 +364,65 @@ class MultiheadAttention(nn.Module):
             pad = _additive(key_padding_mask, dtype).view(B, 1, 1, S)
             mask = pad if mask is None else mask + pad
         return mask
+
+    def _check_cached(self) -> None:
+        if not self.batch_first or self.bias_k is not None or self.add_zero_attn or not self._qkv_same_embed_dim:
+            raise ValueError(
+                "MultiheadAttention's cached path expects batch_first=True, E-sized keys and values and no "
+                "add_bias_kv / add_zero_attn; build the layer that way or call forward"
+            )
+
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a fixed memory, computed once: memory (B, S, E) -> k, v (B, H, S, D).
+
+        Cross-attention over an encoder output reuses them at every decoding step."""
+        self._check_cached()
+        B, S, E = memory.shape
+        _, w_kv = self.in_proj_weight.split([E, 2 * E])
+        b_kv = self.in_proj_bias[E:] if self.in_proj_bias is not None else None
+        k, v = F.linear(memory, w_kv, b_kv).view(B, S, 2, self.num_heads, self.head_dim).unbind(2)  # (B, S, H, D)
+        return k.transpose(1, 2), v.transpose(1, 2)  # (B, H, S, D) each
+
+    def forward_cached(
+        self,
+        query: torch.Tensor,
+        cache: KVCache | None = None,
+        *,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention for incremental decoding (batch first); the output equals :meth:`forward`'s
+        rows for the same positions.
+
+        Self-attention (``cache``): query (B, t, E) holds the t newest positions (t > 1: a
+        prompt); their keys and values join ``cache`` and new position i attends to every
+        cached position and to new positions <= i. Cross-attention (``memory_kv`` from
+        :meth:`project_kv`, ``key_padding_mask`` (B, S) bool): only the queries are projected.
+        -> (B, t, E).
+        """
+        self._check_cached()
+        if (cache is None) == (memory_kv is None):
+            raise ValueError("MultiheadAttention.forward_cached takes either a cache (self) or memory_kv (cross)")
+        B, t, E = query.shape
+        H, D = self.num_heads, self.head_dim
+        mask = None
+        if cache is not None:
+            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, t, 3E): [Q; K; V] of the new positions
+            q, k, v = qkv.view(B, t, 3, H, D).transpose(1, 3).unbind(2)  # (B, H, t, D) each
+            P = len(cache)  # positions seen before
+            k, v = cache.append(k, v)  # (B, H, P + t, D)
+            if t > 1:  # new position i (absolute P + i) may not see j > P + i
+                mask = _additive(torch.ones(t, P + t, dtype=torch.bool, device=query.device).triu(P + 1), q.dtype)
+        else:
+            w_q = self.in_proj_weight[:E]
+            b_q = self.in_proj_bias[:E] if self.in_proj_bias is not None else None
+            q = F.linear(query, w_q, b_q).view(B, t, H, D).transpose(1, 2)  # (B, H, t, D)
+            k, v = memory_kv  # (B, H, S, D)
+            if key_padding_mask is not None:
+                mask = _additive(key_padding_mask, q.dtype).view(B, 1, 1, -1)
+        dropout_p = self.dropout if self.training else 0.0
+        out, _ = attention(q, k, v, mask, dropout_p=dropout_p, impl=self.impl)  # (B, H, t, D)
+        return self.out_proj(out.transpose(1, 2).reshape(B, t, E))  # (B, t, E)
 
     @classmethod
     def from_reference(cls, module: nn.MultiheadAttention, *, impl: Impl = "sdpa") -> "MultiheadAttention":
@@ -575,6 +675,31 @@ class TransformerDecoderLayer(nn.Module):
     def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear2(self.dropout(self.activation(self.linear1(x))))
         return self.dropout3(x)
+
+    def forward_cached(
+        self,
+        tgt: torch.Tensor,
+        cache: KVCache,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One decoding step: tgt (B, t, E) the newest target positions, ``cache`` the self-attention's
+        keys and values so far, ``memory_kv`` the memory's keys and values (``multihead_attn.project_kv``)
+        -> (B, t, E), equal to :meth:`forward`'s last t rows with ``tgt_is_causal``."""
+        x = tgt
+        sa = lambda y: self.dropout1(self.self_attn.forward_cached(y, cache))  # noqa: E731
+        ca = lambda y: self.dropout2(  # noqa: E731
+            self.multihead_attn.forward_cached(y, memory_kv=memory_kv, key_padding_mask=memory_key_padding_mask)
+        )
+        if self.norm_first:
+            x = x + sa(self.norm1(x))
+            x = x + ca(self.norm2(x))
+            x = x + self._ff_block(self.norm3(x))
+        else:
+            x = self.norm1(x + sa(x))
+            x = self.norm2(x + ca(x))
+            x = self.norm3(x + self._ff_block(x))
+        return x
 
     @classmethod
     def from_reference(cls, module: nn.TransformerDecoderLayer, *, impl: Impl = "sdpa") -> "TransformerDecoderLayer":
