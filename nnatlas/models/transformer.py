@@ -16,7 +16,10 @@ vocabulary of about 37,000 BPE tokens shared by source and target (WMT 2014 En-D
 embedding matrix also projects the decoder output (section 3.4). The seed (003) only names
 the Transformer. Options the paper does not have: ``final_norm`` adds the LayerNorm that
 ``torch.nn.Transformer`` puts after each stack (needed to load its weights), ``norm_first``
-gives the pre-LN variant. Decoding: greedy and beam search (:meth:`Transformer.generate`).
+gives the pre-LN variant. Decoding (:meth:`Transformer.generate`): greedy and beam search with
+GNMT's length penalty, over key/value caches (the memory's keys and values computed once per
+source, each target position's self-attention keys and values kept and reordered with the
+beams, logits for the last position only), so each token costs one position.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from torch import nn
 
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
-from nnatlas.nn.attention import TransformerDecoderLayer, TransformerEncoderLayer, _activation_name
+from nnatlas.nn.attention import KVCache, TransformerDecoderLayer, TransformerEncoderLayer, _activation_name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
 
-__all__ = ["TransformerConfig", "Transformer", "sinusoidal_positions", "transformer", "transformer_tiny"]
+__all__ = ["TransformerConfig", "Transformer", "DecoderState", "sinusoidal_positions", "transformer", "transformer_tiny"]
 
 TRANSFORMER_PAPER = Paper(
     authors="Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser, Polosukhin",
@@ -81,10 +84,10 @@ class TransformerConfig:
 
 
 def sinusoidal_positions(
-    T: int, D: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    T: int, D: int, *, offset: int = 0, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """The fixed positional encodings (T, D) of section 3.5 (D even)."""
-    pos = torch.arange(T, device=device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+    """The fixed positional encodings (T, D) of section 3.5 (D even) for positions offset..offset+T-1."""
+    pos = torch.arange(offset, offset + T, device=device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
     inv_freq = torch.exp(torch.arange(0, D, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / D))  # (D/2,)
     pe = torch.zeros(T, D, device=device, dtype=torch.float32)
     pe[:, 0::2] = torch.sin(pos * inv_freq)  # PE(pos, 2i)
@@ -249,6 +252,36 @@ class Transformer(nn.Module):
         counted = (is_eos.cumsum(1) - is_eos) == 0  # tokens up to the first EOS
         return (token_logp * counted).sum(1)
 
+    def init_decoder_state(
+        self, memory: torch.Tensor, memory_key_padding_mask: torch.Tensor | None = None, capacity: int = 64
+    ) -> DecoderState:
+        """Empty self-attention caches and every decoder layer's keys and values of ``memory``
+        (B, S, D), computed once per source; ``capacity`` target positions are reserved."""
+        c, B = self.config, memory.shape[0]
+        caches = [
+            KVCache(B, c.num_heads, c.d_model // c.num_heads, capacity, device=memory.device, dtype=memory.dtype)
+            for _ in self.decoder.layers
+        ]
+        memory_kv = [layer.multihead_attn.project_kv(memory) for layer in self.decoder.layers]  # (B, H, S, D) x 2
+        return DecoderState(caches, memory_kv, memory_key_padding_mask)
+
+    def decode_step(self, tgt_ids: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """The newest target tokens tgt_ids (B, t) after the ``state.length`` cached ones -> logits
+        of the last position (B, V); ``state``'s caches grow by t positions in place.
+
+        Equals ``decode(all targets so far, memory)[:, -1]`` at the cost of t positions: keys and
+        values of earlier targets come from the cache, the memory's from ``state``."""
+        B, t = tgt_ids.shape
+        P, D = state.length, self.config.d_model
+        x = self.embedding(tgt_ids) * math.sqrt(D)  # (B, t, D)
+        x = self.dropout(x + sinusoidal_positions(t, D, offset=P, device=x.device, dtype=x.dtype))  # + PE(P..P+t-1)
+        for layer, cache, kv in zip(self.decoder.layers, state.caches, state.memory_kv):
+            x = layer.forward_cached(x, cache, kv, state.memory_key_padding_mask)  # (B, t, D)
+        x = x[:, -1]  # (B, D): only the last position is scored
+        if self.decoder.norm is not None:
+            x = self.decoder.norm(x)
+        return F.linear(x, self.embedding.weight)  # (B, V)
+
     @torch.no_grad()
     def generate(
         self,
@@ -259,14 +292,24 @@ class Transformer(nn.Module):
         beam_size: int = 1,
         src_key_padding_mask: torch.Tensor | None = None,
         pad_id: int | None = None,
+        *,
+        length_penalty: float = 0.0,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Decode (B, S) sources into (B, 1 + <= max_len) ids starting with ``bos_id``.
 
-        ``beam_size`` 1 decodes greedily; larger keeps the ``beam_size`` best hypotheses by
-        summed log-probability (no length penalty) and returns the best. Finished sequences
-        are filled with ``pad_id`` (default ``eos_id``). Decoding stops once every sequence
-        has produced ``eos_id``. Each step re-runs the decoder on the whole prefix (no
-        key/value cache). Call ``.eval()`` first: in training mode dropout is active.
+        ``beam_size`` 1 decodes greedily; larger keeps the ``beam_size`` best hypotheses and
+        returns the best. Hypotheses are ranked by log P(Y | X) / lp(Y) with GNMT's length
+        penalty lp(Y) = ((5 + |Y|) / 6) ** ``length_penalty`` (Wu et al. 2016, eq. 14; |Y| counts
+        generated tokens up to and including EOS); ``length_penalty`` 0 ranks by the summed
+        log-probability. Finished sequences are filled with ``pad_id`` (default ``eos_id``).
+        Decoding stops once every sequence has produced ``eos_id``.
+
+        ``use_cache`` (default) computes the memory's keys and values once per source, keeps each
+        decoder layer's self-attention keys and values (reordered with the beams) and scores
+        only the last position, so each token costs one position; ``use_cache=False`` re-runs
+        the decoder over the whole prefix at every step (the reference the cache is tested
+        against). Call ``.eval()`` first: in training mode dropout is active.
         """
         V = self.config.vocab_size
         pad_id = eos_id if pad_id is None else pad_id
@@ -275,19 +318,25 @@ class Transformer(nn.Module):
         for name, (value, low, high) in limits.items():
             if not isinstance(value, int) or value < low or (high is not None and value > high):
                 raise ValueError(f"Transformer.generate expects {name} in [{low}, {high or 'inf'}]; got {value!r}")
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
+                or not 0 <= length_penalty < float("inf"):
+            raise ValueError(f"Transformer.generate expects a finite length_penalty >= 0; got {length_penalty!r}")
         memory = self.encode(src_ids, src_key_padding_mask)  # (B, S, D)
         if beam_size == 1:
-            return self._greedy(memory, src_key_padding_mask, max_len, bos_id, eos_id, pad_id)
-        return self._beam(memory, src_key_padding_mask, max_len, bos_id, eos_id, pad_id, beam_size)
+            step = _NextLogits(self, memory, src_key_padding_mask, max_len + 1, use_cache)
+            return self._greedy(step, max_len, bos_id, eos_id, pad_id)
+        memory = memory.repeat_interleave(beam_size, dim=0)  # (B*K, S, D): K hypotheses per source
+        mask = src_key_padding_mask
+        mask = mask.repeat_interleave(beam_size, dim=0) if mask is not None else None
+        step = _NextLogits(self, memory, mask, max_len + 1, use_cache)
+        return self._beam(step, max_len, bos_id, eos_id, pad_id, beam_size, float(length_penalty))
 
-    def _greedy(
-        self, memory: torch.Tensor, mask: torch.Tensor | None, max_len: int, bos_id: int, eos_id: int, pad_id: int
-    ) -> torch.Tensor:
-        B = memory.shape[0]
-        ys = torch.full((B, 1), bos_id, dtype=torch.long, device=memory.device)  # (B, 1)
-        done = torch.zeros(B, dtype=torch.bool, device=memory.device)
+    def _greedy(self, step: _NextLogits, max_len: int, bos_id: int, eos_id: int, pad_id: int) -> torch.Tensor:
+        B, device = step.batch_size, step.device
+        ys = torch.full((B, 1), bos_id, dtype=torch.long, device=device)  # (B, 1)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_len):
-            logits = self.decode(ys, memory, mask)[:, -1]  # (B, V): the next token
+            logits = step(ys)  # (B, V): the next token
             nxt = logits.argmax(-1).masked_fill(done, pad_id)  # (B,)
             ys = torch.cat([ys, nxt[:, None]], dim=1)  # (B, t + 1)
             done |= nxt == eos_id
@@ -296,38 +345,80 @@ class Transformer(nn.Module):
         return ys
 
     def _beam(
-        self,
-        memory: torch.Tensor,
-        mask: torch.Tensor | None,
-        max_len: int,
-        bos_id: int,
-        eos_id: int,
-        pad_id: int,
-        K: int,
+        self, step: _NextLogits, max_len: int, bos_id: int, eos_id: int, pad_id: int, K: int, alpha: float
     ) -> torch.Tensor:
-        B, V, device = memory.shape[0], self.config.vocab_size, memory.device
-        memory = memory.repeat_interleave(K, dim=0)  # (B*K, S, D): K hypotheses per source
-        mask = mask.repeat_interleave(K, dim=0) if mask is not None else None
+        BK, V, device = step.batch_size, self.config.vocab_size, step.device
+        B = BK // K
+        lp = lambda n: ((5.0 + n) / 6.0) ** alpha  # noqa: E731  GNMT's length penalty, n generated tokens
         ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
-        scores = torch.full((B, K), float("-inf"), device=device)
+        scores = torch.full((B, K), float("-inf"), device=device)  # summed log-probabilities
         scores[:, 0] = 0.0  # one live hypothesis at the start, so the first step does not pick K copies
+        lengths = torch.zeros(B * K, device=device)  # generated tokens, EOS included
         done = torch.zeros(B * K, dtype=torch.bool, device=device)
         finished_row = torch.full((V,), float("-inf"), device=device)
         finished_row[pad_id] = 0.0  # a finished hypothesis only extends by padding, at no cost
         for _ in range(max_len):
-            logp = self.decode(ys, memory, mask)[:, -1].float().log_softmax(-1)  # (B*K, V)
+            logp = step(ys).float().log_softmax(-1)  # (B*K, V)
             logp = torch.where(done[:, None], finished_row, logp)
-            cand = (scores.view(B * K, 1) + logp).view(B, K * V)  # every hypothesis x every token
-            scores, idx = cand.topk(K, dim=-1)  # (B, K): the K best continuations per source
+            cand = scores.view(B * K, 1) + logp  # (B*K, V): every hypothesis x every token
+            new_len = lengths + (~done).float()  # (B*K,): finished hypotheses keep their length
+            ranked = (cand / lp(new_len)[:, None]).view(B, K * V)  # log P / lp(|Y|)
+            idx = ranked.topk(K, dim=-1).indices  # (B, K): the K best continuations per source
+            scores = cand.view(B, K * V).gather(1, idx)
             beam, token = idx // V, idx % V  # which hypothesis each extends, with which token
-            rows = (torch.arange(B, device=device)[:, None] * K + beam).view(-1)  # (B*K,)
+            rows = (torch.arange(B, device=device)[:, None] * K + beam).view(-1)  # (B*K,), within each source
             ys = torch.cat([ys[rows], token.view(-1, 1)], dim=1)  # (B*K, t + 1)
+            lengths = new_len[rows]
             done = done[rows] | (token.view(-1) == eos_id)
+            step.reorder(rows)  # the caches follow their hypotheses
             if done.all():
                 break
-        best = scores.argmax(-1)  # (B,)
+        best = (scores / lp(lengths.view(B, K))).argmax(-1)  # (B,)
         return ys.view(B, K, -1)[torch.arange(B, device=device), best]  # (B, t + 1)
 
+
+@dataclass
+class DecoderState:
+    """What cached decoding carries between steps: one self-attention :class:`KVCache` per
+    decoder layer, each layer's keys and values of the memory (B, H, S, D), and the memory's
+    padding mask (B, S)."""
+
+    caches: list[KVCache]
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    memory_key_padding_mask: torch.Tensor | None
+
+    @property
+    def length(self) -> int:
+        return len(self.caches[0])
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the self-attention caches of batch rows ``rows``. The memory's keys and values stay:
+        beam search only reorders hypotheses of one source, which share them."""
+        for cache in self.caches:
+            cache.reorder(rows)
+
+
+class _NextLogits:
+    """Next-token logits (N, V) for growing target prefixes ys (N, t): from the caches (each
+    call feeds the newest token; the first the whole prefix) or, without a cache, by re-running
+    the decoder over ys."""
+
+    def __init__(
+        self, model: Transformer, memory: torch.Tensor, mask: torch.Tensor | None, capacity: int, use_cache: bool
+    ) -> None:
+        self.model, self.memory, self.mask = model, memory, mask
+        self.batch_size, self.device = memory.shape[0], memory.device
+        self.state = model.init_decoder_state(memory, mask, capacity) if use_cache else None
+
+    def __call__(self, ys: torch.Tensor) -> torch.Tensor:
+        if self.state is None:
+            return self.model.decode(ys, self.memory, self.mask)[:, -1]  # (N, V), every position recomputed
+        new = ys if self.state.length == 0 else ys[:, -1:]
+        return self.model.decode_step(new, self.state)  # (N, V)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        if self.state is not None:
+            self.state.reorder(rows)
 
 def _token_pair(S: int, T: int, vocab: int):
     def example(batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

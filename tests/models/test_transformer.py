@@ -12,7 +12,7 @@ from torch import nn
 
 import nnatlas
 from nnatlas.errors import ReferenceMismatchError, ShapeError
-from nnatlas.models.transformer import Transformer, TransformerConfig, sinusoidal_positions
+from nnatlas.models.transformer import Transformer, TransformerConfig, _NextLogits, sinusoidal_positions
 
 V, D, HEADS, FF = 50, 32, 4, 64
 
@@ -190,7 +190,8 @@ def test_beam_one_is_greedy_and_wider_beams_score_at_least_greedy() -> None:
     pad = torch.zeros(8, 6, dtype=torch.bool)
     pad[::2, -2:] = True
     greedy = model.generate(src, 8, bos_id=0, eos_id=1, src_key_padding_mask=pad)
-    assert torch.equal(model._beam(model.encode(src, pad), pad, 8, 0, 1, 1, K=1), greedy)
+    step = _NextLogits(model, model.encode(src, pad), pad, 9, use_cache=True)
+    assert torch.equal(model._beam(step, 8, 0, 1, 1, K=1, alpha=0.0), greedy)
     greedy_score = model.log_prob(src, greedy, eos_id=1, src_key_padding_mask=pad)
     for k in (2, 4):
         beam = model.generate(src, 8, bos_id=0, eos_id=1, beam_size=k, src_key_padding_mask=pad)
@@ -206,3 +207,57 @@ def test_generate_validates_arguments() -> None:
         model.generate(src, 4, bos_id=0, eos_id=1, beam_size=0)
     with pytest.raises(ValueError, match="eos_id"):
         model.generate(src, 4, bos_id=0, eos_id=12)
+
+
+@pytest.mark.parametrize("norm_first, final_norm", [(False, False), (True, True)])
+def test_decode_step_with_caches_equals_decode(norm_first: bool, final_norm: bool) -> None:
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=30, d_model=32, num_heads=4, num_encoder_layers=1,
+                                          num_decoder_layers=2, dim_feedforward=64, norm_first=norm_first,
+                                          final_norm=final_norm)).eval()
+    src, tgt = torch.randint(0, 30, (3, 7)), torch.randint(0, 30, (3, 9))
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, -3:] = True
+    with torch.no_grad():
+        memory = model.encode(src, pad)
+        full = model.decode(tgt, memory, pad)  # (3, 9, V)
+        state = model.init_decoder_state(memory, pad, capacity=4)  # too small on purpose: the cache grows
+        rows = [model.decode_step(tgt[:, :3], state)]  # a 3-token prefix at once
+        rows += [model.decode_step(tgt[:, t : t + 1], state) for t in range(3, 9)]
+    assert state.length == 9
+    torch.testing.assert_close(torch.stack(rows, 1), full[:, 2:], rtol=1e-5, atol=1e-5)  # fp32 summation order
+
+
+@pytest.mark.parametrize("beam_size, alpha", [(1, 0.0), (4, 0.0), (4, 0.6), (3, 2.0)])
+def test_cached_decoding_equals_recomputation(beam_size: int, alpha: float) -> None:
+    model = _tiny_for_decoding()
+    src = torch.randint(3, 12, (6, 6), generator=torch.Generator().manual_seed(7))
+    pad = torch.zeros(6, 6, dtype=torch.bool)
+    pad[1::2, -2:] = True
+    kw = dict(bos_id=0, eos_id=1, beam_size=beam_size, src_key_padding_mask=pad, length_penalty=alpha)
+    cached = model.generate(src, 10, **kw)
+    fresh = model.generate(src, 10, use_cache=False, **kw)
+    assert torch.equal(cached, fresh)  # identical tokens and beams
+
+
+def test_length_penalty_favours_longer_hypotheses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GNMT's lp divides (negative) log-probabilities by ((5 + |Y|) / 6)^alpha: larger alpha, longer outputs."""
+    model = _tiny_for_decoding()
+    src = torch.randint(3, 12, (16, 6), generator=torch.Generator().manual_seed(8))
+    step = model.decode_step
+    # an EOS that is likely but not certain (+2 on its logit), so the penalty has a choice to make
+    monkeypatch.setattr(model, "decode_step", lambda ids, state: step(ids, state) + 2.0 * (torch.arange(12) == 1))
+
+    def lengths(alpha: float) -> torch.Tensor:
+        out = model.generate(src, 12, bos_id=0, eos_id=1, beam_size=4, pad_id=2, length_penalty=alpha)
+        return (out[:, 1:] != 2).sum(1).float()  # generated tokens up to and including EOS
+
+    short, long = lengths(0.0), lengths(3.0)
+    assert long.mean() > short.mean(), (short, long)
+
+
+@pytest.mark.parametrize("alpha", [-0.5, float("nan"), True])
+def test_bad_length_penalty_raises(alpha: float) -> None:
+    model = _tiny_for_decoding()
+    with pytest.raises(ValueError, match="length_penalty"):
+        model.generate(torch.randint(3, 12, (1, 4)), 4, bos_id=0, eos_id=1, beam_size=2, length_penalty=alpha)
