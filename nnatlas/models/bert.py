@@ -13,7 +13,8 @@ Understanding", NAACL 2019): a Transformer encoder over word, position and segme
 B batch, T tokens, H hidden size, F intermediate (FFN) size, V vocabulary, L layers.
 
 The encoder layer is :class:`nnatlas.nn.TransformerEncoderLayer` (post-LN, as the original
-Transformer, exact erf GELU, LayerNorm eps 1e-12). BERT-base: L 12, H 768, 12 heads, F 3072,
+Transformer, exact erf GELU, LayerNorm eps 1e-12) less torch.nn's dropout on the GELU output:
+BERT drops out attention probabilities, the attention output and the FFN output only. BERT-base: L 12, H 768, 12 heads, F 3072,
 V 30,522 (uncased WordPiece), 512 positions, 2 segments: 109,482,240 parameters with the
 pooler (Hugging Face's BertModel; the paper rounds to 110M). The seed (003) only names BERT.
 Weights are initialised as in the released code: normal(0, 0.02), zero biases.
@@ -37,6 +38,7 @@ from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, 
 __all__ = [
     "BertConfig",
     "BertEmbeddings",
+    "BertLayer",
     "BertPooler",
     "BertMLMHead",
     "BertModel",
@@ -105,6 +107,23 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x))  # (B, T, H)
 
 
+class BertLayer(TransformerEncoderLayer):
+    """One BERT encoder layer: the post-LN :class:`TransformerEncoderLayer` with exact GELU and
+    dropout exactly where BERT has it, three places: the attention probabilities, the attention
+    output (``BertSelfOutput``) and the feed-forward output (``BertOutput``). torch.nn's layer
+    also drops out the GELU output inside the feed-forward block; BERT's ``BertIntermediate``
+    does not, so that one is an identity here. (B, T, H) -> (B, T, H)."""
+
+    def __init__(
+        self, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float, eps: float, impl: str
+    ) -> None:
+        super().__init__(
+            hidden_size, num_heads, intermediate_size, dropout, activation="gelu", layer_norm_eps=eps,
+            batch_first=True, norm_first=False, impl=impl,
+        )
+        self.dropout = nn.Identity()  # no dropout on GELU(W_1 x + b_1): BertIntermediate has none
+
+
 class BertPooler(nn.Module):
     """tanh(W h_[CLS] + b): the sentence representation for classification, (B, T, H) -> (B, H)."""
 
@@ -161,10 +180,7 @@ class BertModel(nn.Module):
             c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size, c.layer_norm_eps, c.dropout
         )
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(
-                c.hidden_size, c.num_heads, c.intermediate_size, c.dropout, activation="gelu",
-                layer_norm_eps=c.layer_norm_eps, batch_first=True, norm_first=False, impl=c.impl,
-            )
+            BertLayer(c.hidden_size, c.num_heads, c.intermediate_size, c.dropout, c.layer_norm_eps, c.impl)
             for _ in range(c.num_layers)
         )
         self.pooler = BertPooler(c.hidden_size) if add_pooling_layer else None
