@@ -178,9 +178,9 @@ class AlexNet(nn.Module):
         """x: (B, C, S, S), S = config.image_size (any S >= min_size when it is None) -> logits (B, L)."""
         c = self.config
         if c.image_size is not None:
-            check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="AlexNet")
+            check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="AlexNet", like=self)
         else:
-            check_input(x, ("B", c.in_channels, "H", "W"), model="AlexNet")
+            check_input(x, ("B", c.in_channels, "H", "W"), model="AlexNet", like=self)
             if min(x.shape[-2:]) < c.min_size:
                 raise ShapeError(
                     f"AlexNet expects input (B, {c.in_channels}, H, W) with H, W >= {c.min_size}; got {tuple(x.shape)}"

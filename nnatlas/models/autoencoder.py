@@ -196,7 +196,7 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, N) -> reconstruction (B, N); in training the encoder reads x + noise_std * randn."""
-        check_input(x, ("B", self.config.in_features), model=self._name)
+        check_input(x, ("B", self.config.in_features), model=self._name, like=self)
         if self.training and self.config.noise_std > 0:
             x = x + self.config.noise_std * torch.randn_like(x)  # corrupt the input, not the target
         code = self.encoder(x)  # (B, 256)
@@ -236,7 +236,7 @@ class VAE(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, N) -> recon (B, N), mu (B, Z), logvar (B, Z)."""
-        check_input(x, ("B", self.config.in_features), model="VAE")
+        check_input(x, ("B", self.config.in_features), model="VAE", like=self)
         mu, logvar = self.encode(x)  # (B, Z) each
         z = self.reparameterize(mu, logvar)  # (B, Z)
         return self.decode(z), mu, logvar
@@ -285,7 +285,7 @@ class ConvAutoEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, C, H, W), H and W divisible by 8 -> reconstruction in (-1, 1), same shape."""
         c = self.config
-        check_input(x, ("B", c.in_channels, "H", "W"), model="ConvAutoEncoder")
+        check_input(x, ("B", c.in_channels, "H", "W"), model="ConvAutoEncoder", like=self)
         B, C, H, W = x.shape
         factor = 2 ** len(c.channels)
         if H % factor or W % factor:

@@ -190,7 +190,7 @@ class BertModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
     ) -> None:
         c = self.config
-        check_input(input_ids, ("B", "T"), model="BertModel", name="input_ids", dtype="int")
+        check_input(input_ids, ("B", "T"), model="BertModel", name="input_ids", dtype="int", vocab=c.vocab_size)
         B, T = input_ids.shape
         if T > c.max_position_embeddings:
             raise ShapeError(f"BertModel expects at most {c.max_position_embeddings} tokens; got input_ids {(B, T)}")
@@ -199,8 +199,13 @@ class BertModel(nn.Module):
                 attention_mask, (B, T), model="BertModel", name="attention_mask", dtype="any",
                 hint="1 = token, 0 = padding",
             )
+            if not attention_mask.is_meta and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+                raise ShapeError(f"BertModel expects attention_mask of 0 and 1 (1 = token, 0 = padding); got values "
+                                 f"{attention_mask.unique()[:8].tolist()}")
         if token_type_ids is not None:
-            check_input(token_type_ids, (B, T), model="BertModel", name="token_type_ids", dtype="int")
+            check_input(
+                token_type_ids, (B, T), model="BertModel", name="token_type_ids", dtype="int", vocab=c.type_vocab_size
+            )
 
     def forward(
         self,

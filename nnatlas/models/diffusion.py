@@ -345,7 +345,7 @@ class DDPMUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) noisy images, t (B,) int64 steps in [0, T) -> epsilon (B, C, H, W)."""
         c = self.config
-        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="DDPM", name="x")
+        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="DDPM", name="x", like=self)
         B, C, H, W = x.shape
         check_input(t, (B,), model="DDPM", name="t", dtype="int", hint="one time step per image")
         if t.numel() and not t.is_meta and (int(t.min()) < 0 or int(t.max()) >= c.num_timesteps):

@@ -81,7 +81,7 @@ class GCN(nn.Module):
         self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x (N, F) float; adjacency (N, N) dense/sparse or edge_index (2, E) [+ edge_weight (E,)] -> logits (N, C)."""
-        check_input(x, ("N", self.config.in_features), model=self.name, name="node features x")
+        check_input(x, ("N", self.config.in_features), model=self.name, name="node features x", like=self)
         # validate the graph once, naming this model; both layers then take the edge list
         edge_index, edge_weight = to_edge_index(adjacency, x.shape[0], edge_weight, model=self.name)
         h = self.dropout(x)  # (N, F)

@@ -206,7 +206,7 @@ class Inception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, c1 + c2[1] + c3[1] + c4, H, W)."""
-        check_input(x, ("B", self.in_channels, "H", "W"), model="Inception")
+        check_input(x, ("B", self.in_channels, "H", "W"), model="Inception", like=self)
         B, C, H, W = x.shape
         p1 = self.branch1(x)  # (B, c1, H, W)
         p2 = self.branch2(x)  # (B, c2[1], H, W)
@@ -313,9 +313,9 @@ class GoogLeNet(nn.Module):
         """
         c = self.config
         if c.layout == "paper":  # fixed 7x7 and 5x5/3 average pools: the paper's 224x224 only
-            check_input(x, ("B", c.in_channels, 224, 224), model="GoogLeNet")
+            check_input(x, ("B", c.in_channels, 224, 224), model="GoogLeNet", like=self)
         else:
-            check_input(x, ("B", c.in_channels, "H", "W"), model="GoogLeNet (torchvision layout)")
+            check_input(x, ("B", c.in_channels, "H", "W"), model="GoogLeNet (torchvision layout)", like=self)
         B, C, H, W = x.shape
         if c.transform_input:
             x = self._transform_input(x)

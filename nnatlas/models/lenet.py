@@ -157,7 +157,7 @@ class LeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, S, S) with S = config.image_size -> logits (B, L)."""
         c = self.config
-        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="LeNet")
+        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="LeNet", like=self)
         B, C, H, W = x.shape
         x = self.pool1(self.act1(self.bn1(self.conv1(x))))  # (B, 6, 28, 28) -> (B, 6, 14, 14)
         x = self.pool2(self.act2(self.bn2(self.conv2(x))))  # (B, 16, 10, 10) -> (B, 16, 5, 5)
@@ -344,7 +344,7 @@ class LeNet5(nn.Module):
 
     def penalties(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, 32, 32) -> the RBF penalties y (B, L) of the paper; ``forward`` returns -y."""
-        check_input(x, ("B", 1, 32, 32), model="LeNet5")
+        check_input(x, ("B", 1, 32, 32), model="LeNet5", like=self)
         B, C, H, W = x.shape
         x = self.f1(self.C1(x))  # (B, 6, 28, 28)
         x = self.f2(self.S2(x))  # (B, 6, 14, 14)

@@ -69,7 +69,7 @@ class _Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, F) -> (B, out_features)."""
-        check_input(x, ("B", self.config.in_features), model=self.title)
+        check_input(x, ("B", self.config.in_features), model=self.title, like=self)
         return self.linear(x)  # (B, out_features)
 
 
@@ -116,7 +116,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, F) -> logits (B, L)."""
-        check_input(x, ("B", self.config.in_features), model="MLP", hint="flatten images first")
+        check_input(x, ("B", self.config.in_features), model="MLP", hint="flatten images first", like=self)
         x = self.hidden(x)  # (B, hidden[-1])
         return self.classifier(x)  # (B, L)
 

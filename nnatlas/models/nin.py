@@ -71,7 +71,7 @@ class NiN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W), H and W >= 67 (224 in the seed) -> logits (B, L)."""
-        check_input(x, ("B", self.config.in_channels, "H", "W"), model="NiN")
+        check_input(x, ("B", self.config.in_channels, "H", "W"), model="NiN", like=self)
         if min(x.shape[-2:]) < 67:
             raise ShapeError(
                 f"NiN expects input (B, {self.config.in_channels}, H, W) with H, W >= 67; got {tuple(x.shape)}"

@@ -148,7 +148,7 @@ class PointerNet(nn.Module):
         forcing, else the greedy argmax), -1 past each row's length.
         """
         c = self.config
-        check_input(points, ("B", "N", c.input_size), model="PointerNet", name="points")
+        check_input(points, ("B", "N", c.input_size), model="PointerNet", name="points", like=self)
         B, N, P = points.shape
         valid = self._valid_mask(points, lengths)  # (B, N)
         if targets is not None:

@@ -191,7 +191,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, H, W) images -> (B, num_classes) logits."""
         name = f"ResNet({self.config.block}, {self.config.layers})"
-        check_input(x, ("B", self.config.in_channels, "H", "W"), model=name)
+        check_input(x, ("B", self.config.in_channels, "H", "W"), model=name, like=self)
         B, C, H, W = x.shape
         x = self.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.maxpool(x)  # (B, 64, H/4, W/4)

@@ -221,7 +221,7 @@ class RecurrentClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, F) -> logits (B, C)."""
         c = self.config
-        check_input(x, ("B", "T", c.input_size), model=self.name)
+        check_input(x, ("B", "T", c.input_size), model=self.name, like=self)
         B, T, _ = x.shape
         D = 2 if c.bidirectional else 1
         _, states = self.rnn(x)  # output (B, T, D*H) unused; h_n (L*D, B, H)
@@ -245,7 +245,7 @@ class TimeRNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, F) -> per-step logits (B, T, K)."""
-        check_input(x, ("B", "T", self.config.input_size), model="TimeRNN")
+        check_input(x, ("B", "T", self.config.input_size), model="TimeRNN", like=self)
         hidden, _ = self.rnn(x)  # (B, T, D*H)
         return self.fc(hidden)  # (B, T, K)
 
@@ -264,7 +264,7 @@ class NLPRNN(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, T) integer token ids -> next-token logits (B, T, V)."""
-        check_input(ids, ("B", "T"), model="NLPRNN", name="token ids", dtype="int")
+        check_input(ids, ("B", "T"), model="NLPRNN", name="token ids", dtype="int", vocab=self.config.vocab_size)
         x = self.embedding(ids)  # (B, T, H)
         hidden, _ = self.rnn(x)  # (B, T, H)
         return F.linear(hidden, self.embedding.weight)  # hidden @ E^T: (B, T, V)
@@ -294,7 +294,7 @@ class CharRNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, F) one-hot letters (T >= 1) -> the last step's log-probabilities (B, C)."""
         c = self.config
-        check_input(x, ("B", "T", c.n_letters), model="CharRNN")
+        check_input(x, ("B", "T", c.n_letters), model="CharRNN", like=self)
         B, T, _ = x.shape
         if T < 1:
             raise ShapeError(f"CharRNN expects input (B, T, {c.n_letters}) with T >= 1 letters; got {tuple(x.shape)}")

@@ -58,7 +58,7 @@ class SimpleCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, S, S) with S = image_size -> logits (B, num_classes)."""
         s = self.config.image_size
-        check_input(x, ("B", self.config.in_channels, s, s), model="SimpleCNN")
+        check_input(x, ("B", self.config.in_channels, s, s), model="SimpleCNN", like=self)
         x = self.pool(self.relu(self.conv1(x)))  # (B, 32, S/2, S/2)
         x = self.pool(self.relu(self.conv2(x)))  # (B, 64, S/4, S/4)
         x = x.flatten(1)  # (B, 64 * S/4 * S/4)

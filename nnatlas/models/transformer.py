@@ -205,7 +205,7 @@ class Transformer(nn.Module):
 
     def encode(self, src_ids: torch.Tensor, src_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """src_ids (B, S) int, src_key_padding_mask (B, S) bool -> memory (B, S, D)."""
-        check_input(src_ids, ("B", "S"), model="Transformer", name="src_ids", dtype="int")
+        check_input(src_ids, ("B", "S"), model="Transformer", name="src_ids", dtype="int", vocab=self.config.vocab_size)
         self._check_mask(src_key_padding_mask, *src_ids.shape, "src_key_padding_mask")
         x = self._embed(src_ids)  # (B, S, D)
         return self.encoder(x, src_key_padding_mask)  # (B, S, D)
@@ -218,8 +218,8 @@ class Transformer(nn.Module):
         tgt_key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tgt_ids (B, T) int, memory (B, S, D) -> logits (B, T, V) for the next token at each position."""
-        check_input(tgt_ids, ("B", "T"), model="Transformer", name="tgt_ids", dtype="int")
-        check_input(memory, (tgt_ids.shape[0], "S", self.config.d_model), model="Transformer", name="memory")
+        check_input(tgt_ids, ("B", "T"), model="Transformer", name="tgt_ids", dtype="int", vocab=self.config.vocab_size)
+        check_input(memory, (tgt_ids.shape[0], "S", self.config.d_model), model="Transformer", name="memory", like=self)
         self._check_mask(tgt_key_padding_mask, *tgt_ids.shape, "tgt_key_padding_mask")
         self._check_mask(memory_key_padding_mask, *memory.shape[:2], "memory_key_padding_mask")
         x = self._embed(tgt_ids)  # (B, T, D)
@@ -235,8 +235,10 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """src_ids (B, S) and tgt_ids (B, T) int64; padding masks (B, S), (B, T) bool, True at
         padding -> logits (B, T, V); position t predicts target t + 1 from targets 0..t."""
-        check_input(src_ids, ("B", "S"), model="Transformer", name="src_ids", dtype="int")
-        check_input(tgt_ids, (src_ids.shape[0], "T"), model="Transformer", name="tgt_ids", dtype="int")
+        check_input(src_ids, ("B", "S"), model="Transformer", name="src_ids", dtype="int", vocab=self.config.vocab_size)
+        check_input(
+            tgt_ids, (src_ids.shape[0], "T"), model="Transformer", name="tgt_ids", dtype="int", vocab=self.config.vocab_size
+        )
         memory = self.encode(src_ids, src_key_padding_mask)  # (B, S, D)
         return self.decode(tgt_ids, memory, src_key_padding_mask, tgt_key_padding_mask)  # (B, T, V)
 

@@ -193,7 +193,7 @@ class UNet(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         c = self.config
-        check_input(x, ("B", c.in_channels, "H", "W"), model="UNet")
+        check_input(x, ("B", c.in_channels, "H", "W"), model="UNet", like=self)
         H, W = x.shape[-2:]
         if c.padded and min(H, W) < 16:
             raise ShapeError(

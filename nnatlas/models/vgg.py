@@ -144,7 +144,7 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W), H and W >= 32 (224 in the paper) -> logits (B, L)."""
         c = self.config
-        check_input(x, ("B", c.in_channels, "H", "W"), model="VGG")
+        check_input(x, ("B", c.in_channels, "H", "W"), model="VGG", like=self)
         if min(x.shape[-2:]) < c.min_size:
             raise ShapeError(
                 f"VGG expects input (B, {c.in_channels}, H, W) with H, W >= {c.min_size}; got {tuple(x.shape)}"

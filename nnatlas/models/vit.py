@@ -121,7 +121,7 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) images at the configured size -> logits (B, K)."""
         c = self.config
-        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="VisionTransformer")
+        check_input(x, ("B", c.in_channels, c.image_size, c.image_size), model="VisionTransformer", like=self)
         B = x.shape[0]
         x = self.conv_proj(x)  # (B, D, H/P, W/P): one D-vector per patch
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)

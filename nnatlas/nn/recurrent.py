@@ -127,7 +127,7 @@ class _Cell(nn.Module):
             raise ShapeError(f"{name} expects input (B, {self.input_size}) or ({self.input_size},); got {got}")
         batched = x.dim() == 2
         spec = ("B", self.input_size) if batched else (self.input_size,)
-        check_input(x, spec, model=name)
+        check_input(x, spec, model=name, like=self)
         x = x if batched else x.unsqueeze(0)  # (B, I)
         B = x.shape[0]
         out = []
@@ -339,7 +339,7 @@ class _Stack(nn.Module):
             raise ShapeError(f"{name} expects input {layout.format(I=I)} or unbatched (T, {I}); got {got}")
         batched = x.dim() == 3
         spec = (("B", "T", I) if self.batch_first else ("T", "B", I)) if batched else ("T", I)
-        check_input(x, spec, model=name)
+        check_input(x, spec, model=name, like=self)
         if not batched:
             x = x.unsqueeze(0 if self.batch_first else 1)  # (1, T, I) or (T, 1, I)
         B = x.shape[0 if self.batch_first else 1]
