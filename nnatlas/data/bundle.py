@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nnatlas.data.download import RemoteFile, ensure_files
-from nnatlas.data.errors import DataError, UnknownDatasetError
+from nnatlas.data.errors import DataError, DataNotFoundError, UnknownDatasetError
 
 __all__ = [
     "TASKS",
@@ -188,6 +188,9 @@ def load(name: str, *, data_dir: str | os.PathLike[str] | None = None, download:
         raise DataError(f"load({info.name!r}): unknown option(s) {unknown}; "
                         f"this data set accepts {allowed or 'no options'}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if data_dir is not None and not root.is_dir():  # a mistyped --data-dir must not start downloads into a new folder
+        raise DataNotFoundError(f"load({info.name!r}): the data folder {root} does not exist (or is not a folder); "
+                                f"create it, fix the path, or leave data_dir/--data-dir out to use {default_data_dir()}")
     logger.debug("loading %s from %s (download=%s, options=%s)", info.name, root, download, options)
     bundle = info.loader(LoadContext(root, download), **options)
     return bundle

@@ -3,7 +3,8 @@
 Three layers, each usable alone:
 
 - :func:`download_url` fetches one address into one file: a bounded number of tries, a
-  timeout, a tqdm bar only on a terminal, the body streamed into a temporary file in the target
+  timeout per read, an overall deadline, a minimum rate, a size cap (the file's known size, else
+  the announced ``Content-Length``, else ``max_size``), a tqdm bar only on a terminal, the body streamed into a temporary file in the target
   folder, checked against the ``Content-Length`` and the sha256, ``fsync``-ed and renamed into
   place. Whatever fails, the temporary file is removed: the target either holds the verified
   file or does not exist.
@@ -46,6 +47,8 @@ __all__ = ["RemoteFile", "download_url", "ensure_files", "extract_archive", "sha
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+MAX_SIZE = 1 << 30  # the cap for a file of unknown size whose server announces none (CIFAR-10: 163 MiB)
+RATE_GRACE_S = 15.0  # seconds before the minimum rate applies (TLS set-up, slow starts)
 _USER_AGENT = "nnatlas-data/0.1 (+https://pypi.org/project/nnatlas)"
 
 
@@ -108,24 +111,52 @@ def _progress(total: int | None, desc: str, enabled: bool | None) -> contextlib.
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
 
 
-def _fetch_once(url: str, dest: Path, sha256: str, size: int | None, timeout: float, progress: bool | None) -> None:
+@dataclass(frozen=True)
+class _Limits:
+    """What one transfer may take: a wall-clock deadline (``time.monotonic``), a minimum average
+    rate after a grace period, and a byte cap."""
+
+    deadline: float
+    min_rate: float
+    max_size: int
+
+
+def _fetch_once(url: str, dest: Path, sha256: str, size: int | None, timeout: float, progress: bool | None,
+                limits: _Limits) -> None:
     """One transfer into a temporary file beside ``dest``; renamed into place only when verified."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     digest = hashlib.sha256()
     received = 0
+    started = time.monotonic()
     with atomic_open(dest) as out, urllib.request.urlopen(request, timeout=timeout) as response:
         header = response.headers.get("Content-Length")
-        expected = int(header) if header is not None and header.isdigit() else size
+        announced = int(header) if header is not None and header.isdigit() else None
+        if size is not None and announced is not None and announced > size:
+            raise ChecksumError(f"{url} announces {announced} bytes (Content-Length) for a file of {size} bytes; "
+                                f"the server would send other bytes than the canonical file; nothing was kept")
+        expected = announced if announced is not None else size
+        cap = size if size is not None else announced if announced is not None else limits.max_size
         with _progress(expected, dest.name, progress) as bar:
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    chunk = response.read1(_CHUNK)  # what has arrived: a trickling server cannot hold one read open
                 except http.client.IncompleteRead as err:
                     raise DownloadError(
                         f"download of {url} was cut off after {received + len(err.partial)} of "
                         f"{expected} bytes; try again later") from err
                 if not chunk:
                     break
+                if received + len(chunk) > cap:
+                    raise ChecksumError(f"{url} sent more than {cap} bytes, the size of {dest.name}; the server sends "
+                                        f"other bytes than the canonical file; nothing was kept")
+                now = time.monotonic()
+                if now > limits.deadline:
+                    raise _TooSlow(f"download of {url} ran past its deadline after {received + len(chunk)} bytes "
+                                   f"in {now - started:.0f} s; try again later or raise the deadline")
+                if now - started > RATE_GRACE_S and (received + len(chunk)) / (now - started) < limits.min_rate:
+                    raise DownloadError(f"download of {url} is too slow: {received + len(chunk)} bytes in "
+                                        f"{now - started:.0f} s, under the minimum {limits.min_rate:.0f} B/s; "
+                                        f"try again later")
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
@@ -140,6 +171,10 @@ def _fetch_once(url: str, dest: Path, sha256: str, size: int | None, timeout: fl
                                 f"The server sent other bytes than the canonical file; nothing was kept")
 
 
+class _TooSlow(DownloadError):
+    """The overall deadline passed: never retried (another try would start past it)."""
+
+
 def download_url(
     url: str,
     dest: str | os.PathLike[str],
@@ -150,6 +185,9 @@ def download_url(
     tries: int = 3,
     backoff: float = 1.0,
     progress: bool | None = None,
+    deadline: float = 1800.0,
+    min_rate: float = 1024.0,
+    max_size: int = MAX_SIZE,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify its sha256; the file appears only once verified.
 
@@ -157,8 +195,12 @@ def download_url(
         url: the address (``http``, ``https``).
         dest: the file to write; its folder is created.
         sha256: the expected digest (lowercase hex).
-        size: the expected size in bytes, used for the progress bar when the server sends no length.
+        size: the expected size in bytes: a server that announces or sends more is refused at once
+            (and the progress bar uses it when the server sends no length).
         timeout: seconds a connection or a read may stall before the try fails.
+        deadline: seconds all tries together may take; a transfer still running then fails.
+        min_rate: bytes per second a transfer must average after its first ``RATE_GRACE_S`` seconds.
+        max_size: the byte cap when neither ``size`` nor a ``Content-Length`` is known.
         tries: how many tries in all for transient failures (timeouts, resets, truncation, 5xx).
         backoff: seconds before the second try, doubled for each further one.
         progress: show a tqdm bar; ``None`` shows one only when stderr is a terminal.
@@ -174,16 +216,21 @@ def download_url(
         raise ValueError(f"download_url: tries must be >= 1; got {tries}")
     if timeout <= 0:
         raise ValueError(f"download_url: timeout must be > 0 seconds; got {timeout}")
+    if deadline <= 0 or min_rate < 0 or max_size < 1:
+        raise ValueError(f"download_url: deadline must be > 0, min_rate >= 0, max_size >= 1; "
+                         f"got {deadline}, {min_rate}, {max_size}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    limits = _Limits(time.monotonic() + deadline, min_rate, max_size)
     attempt = 1
     while True:
         try:
             logger.info("downloading %s -> %s (try %d of %d)", url, dest, attempt, tries)
-            _fetch_once(url, dest, sha256, size, timeout, progress)
+            _fetch_once(url, dest, sha256, size, min(timeout, deadline), progress, limits)
             return dest
         except (OSError, http.client.HTTPException) as err:  # ChecksumError is a ValueError: never retried
-            if not _is_transient(err) or attempt >= tries:
+            out_of_time = time.monotonic() + backoff * 2 ** (attempt - 1) > limits.deadline
+            if not _is_transient(err) or attempt >= tries or isinstance(err, _TooSlow) or out_of_time:
                 if isinstance(err, DownloadError):
                     raise
                 raise DownloadError(f"could not download {url} after {attempt} tr{'y' if attempt == 1 else 'ies'}: "
@@ -213,7 +260,8 @@ def _verify_local(path: Path, sha256: str | None, file: RemoteFile) -> None:
         return
     got = sha256_file(path)
     if got != sha256:
-        raise ChecksumError(f"{path} has sha256 {got}; expected {sha256} (the canonical {file.name}). "
+        form = file.name if path.name == PurePosixPath(file.name).name else f"{path.name}, the uncompressed {file.name}"
+        raise ChecksumError(f"{path} has sha256 {got}; expected {sha256} (the canonical {form}). "
                             f"It is corrupted or a different file: delete it, and it will be downloaded "
                             f"again from {file.url}")
 

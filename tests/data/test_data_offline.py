@@ -63,6 +63,7 @@ def test_default_data_dir_precedence(monkeypatch, tmp_path):
 
 def test_explicit_data_dir_wins_over_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("NNATLAS_DATA", str(tmp_path / "env"))
+    (tmp_path / "explicit").mkdir()  # an explicit data folder must exist (it is never created)
     with pytest.raises(DataNotFoundError, match=str(tmp_path / "explicit" / "tinyshakespeare")):
         load("tinyshakespeare", data_dir=tmp_path / "explicit", download=False)
 
