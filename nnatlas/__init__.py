@@ -11,7 +11,9 @@ from nnatlas import nn
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, UnknownModelError
 from nnatlas.registry import ModelCard, Paper, Seed, card, create, example_input, from_reference, list_models
 
+from nnatlas import models  # importing the families registers them
 from nnatlas.inspect import Diagram, Summary, diagram, summary
+from nnatlas.train import load
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,7 @@ __all__ = [
     "example_input",
     "from_reference",
     "list_models",
+    "load",
     "nn",
     "summary",
 ]

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import nnatlas
 
+from nnatlas.atlas.cli import add_atlas_parser
 from nnatlas.inspect.cli import add_draw_parser, add_show_parser
 from nnatlas.train.cli import add_eval_parser, add_train_parser
+from nnatlas.verify import add_verify_parser
 
 
 class UsageError(ValueError):
@@ -33,23 +35,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_card(card: nnatlas.ModelCard) -> str:
-    """The card as aligned text lines (used by ``nnatlas show``)."""
-    lines = [f"{card.title}  ({card.name}, family {card.family})", f"task:           {card.task}"]
-    if card.paper is not None:
-        p = card.paper
-        lines.append(f"paper:          {p.authors}, \"{p.title}\", {p.venue} {p.year}. {p.link}")
-    lines.append(f"input shape:    {card.input_shape}{' (without batch)' if card.batched else ''}")
-    lines.append(f"output shape:   {card.output_shape}")
-    if card.published_params is not None:
-        lines.append(f"published params: {card.published_params:,}")
-    if card.seed is not None:
-        lines.append(f"seed:           {card.seed.file}, {card.seed.section}")
-    if card.notes:
-        lines.append("notes:          " + card.notes.strip().replace("\n", "\n                "))
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnatlas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nnatlas {nnatlas.__version__}")
@@ -63,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_draw_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_verify_parser(sub)
+    add_atlas_parser(sub)
     return parser
 
 

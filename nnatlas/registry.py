@@ -12,8 +12,14 @@ from the reference module and copies its weights through an explicit key map::
     @register_reference("resnet18", "resnet34", "resnet50")
     def _from_torchvision(name, ref): ...
 
-Nothing is registered at import time of this file; the families register themselves when
-``nnatlas.models`` imports them. A duplicate name raises.
+Nothing is registered at import time of this file, and it imports nothing of nnatlas but the
+errors: it is the leaf every other part imports. The families register themselves when
+``nnatlas.models`` is imported, which the package's ``__init__`` does. A duplicate name raises.
+
+A card names its task kind from one closed vocabulary, :data:`TASK_KINDS`, shared with the data
+sets (``DataBundle.task``) and the trainer, and it may name a default data set and a default
+training :class:`Recipe`; where it does not, :data:`DEFAULT_DATA` and :data:`DEFAULT_RECIPES`
+give its kind's defaults, so ``nnatlas train NAME`` always knows what to do.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from torch import nn
 from nnatlas.errors import ConfigError, ReferenceMismatchError, UnknownModelError
 
 __all__ = [
+    "TASK_KINDS",
+    "DEFAULT_DATA",
+    "DEFAULT_RECIPES",
+    "Recipe",
     "Paper",
     "Seed",
     "ModelCard",
@@ -42,9 +52,82 @@ __all__ = [
     "from_reference",
     "configure",
     "transfer_state",
+    "format_card",
 ]
 
 Shape = tuple[int, ...]
+
+TASK_KINDS = (
+    "classification",  # one label per example (images, vectors)
+    "binary",  # one logit per example
+    "regression",  # one value per example
+    "segmentation",  # one label per pixel
+    "sequence_classification",  # one label per sequence (image rows, characters of a name)
+    "forecast",  # a time series window -> the next values
+    "language_model",  # causal next-token prediction
+    "translation",  # source tokens -> target tokens
+    "masked_lm",  # masked-token prediction (BERT)
+    "reconstruction",  # autoencoders: input -> the same input
+    "vae",  # variational autoencoder: the evidence lower bound
+    "diffusion",  # denoising diffusion: noise prediction
+    "node_classification",  # one label per node of a graph
+    "pointer",  # outputs are positions of the input (Pointer Networks)
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model trains by default: the paper's, or its best-known reproduction's, as data.
+
+    ``None`` leaves a value to the trainer's default. ``steps`` (optimizer steps) and
+    ``epochs`` are alternatives; ``eval_every`` (steps) evaluates within long epochs.
+    ``source`` says where the recipe comes from.
+    """
+
+    optimizer: str | None = None  # "sgd", "adam", "adamw"
+    lr: float | None = None
+    schedule: str | None = None  # see nnatlas.train.trainer.SCHEDULES
+    warmup: int | None = None  # warm-up steps (warmup_cosine, noam)
+    min_lr: float | None = None  # the floor of warmup_cosine
+    betas: tuple[float, float] | None = None  # Adam's
+    weight_decay: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    eval_every: int | None = None
+    clip_grad: float | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError(f"Recipe: give epochs or steps, not both; got epochs={self.epochs}, steps={self.steps}")
+
+    def values(self) -> dict[str, Any]:
+        """The fields that are set (``source`` aside), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source" and getattr(self, f.name) is not None}
+
+
+# A kind's default data set (all offline where one exists) and recipe, used where a card names none.
+DEFAULT_DATA: dict[str, str] = {
+    "classification": "digits",
+    "binary": "breast-cancer",
+    "regression": "diabetes",
+    "segmentation": "isbi2012-em",
+    "sequence_classification": "digits",
+    "forecast": "sunspots",
+    "language_model": "tinyshakespeare",
+    "translation": "multi30k",
+    "masked_lm": "tinyshakespeare",
+    "reconstruction": "digits",
+    "vae": "digits",
+    "diffusion": "digits",
+    "node_classification": "karate",
+    "pointer": "convex-hull-5",
+}
+DEFAULT_RECIPES: dict[str, Recipe] = {
+    kind: Recipe(optimizer="adam", schedule="onecycle", batch_size=32, epochs=8, source="nnatlas default") for kind in TASK_KINDS
+}
 
 
 @dataclass(frozen=True)
@@ -88,10 +171,26 @@ class ModelCard:
     batched: bool = True
     input_dtype: str = "float"  # "float" or "int" (token ids); tuples of inputs describe themselves in example_input
     small_input_shape: Shape | None = None  # a smaller input the model also takes (quick checks, small-image training)
+    default_data: str | None = None  # None: DEFAULT_DATA[task]
+    recipe: Recipe | None = None  # None: DEFAULT_RECIPES[task]
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_KINDS:
+            raise ConfigError(f"ModelCard {self.name!r}: task must be one of {', '.join(TASK_KINDS)}; got {self.task!r}")
 
     @property
     def multi_input(self) -> bool:
         return bool(self.input_shape) and isinstance(self.input_shape[0], tuple)
+
+    @property
+    def data(self) -> str:
+        """The data set ``nnatlas train`` uses without ``--data``."""
+        return self.default_data or DEFAULT_DATA[self.task]
+
+    @property
+    def training(self) -> Recipe:
+        """The default recipe: the card's own, else its task kind's."""
+        return self.recipe or DEFAULT_RECIPES[self.task]
 
 
 ExampleFn = Callable[[int, torch.Generator], Any]
@@ -144,20 +243,14 @@ def register_reference(*names: str) -> Callable[[Converter], Converter]:
 
 
 def _entry(name: str) -> _Entry:
-    _load_families()
     try:
         return _MODELS[name]
     except KeyError:
         raise UnknownModelError(name, _MODELS) from None
 
 
-def _load_families() -> None:
-    import nnatlas.models  # noqa: F401  (importing registers every family)
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` filters with fnmatch (``"resnet*"``)."""
-    _load_families()
     names = sorted(_MODELS)
     return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
@@ -264,3 +357,23 @@ def transfer_state(
         raise ReferenceMismatchError(f"{type(model).__name__} from {source}: " + "; ".join(problems))
     model.load_state_dict(mapped, strict=True)
     return model
+
+
+def format_card(card: ModelCard) -> str:
+    """The card as aligned text lines (``nnatlas show``)."""
+    lines = [f"{card.title}  ({card.name}, family {card.family})", f"task:           {card.task}"]
+    if card.paper is not None:
+        p = card.paper
+        lines.append(f"paper:          {p.authors}, \"{p.title}\", {p.venue} {p.year}. {p.link}")
+    lines.append(f"input shape:    {card.input_shape}{' (without batch)' if card.batched else ''}")
+    lines.append(f"output shape:   {card.output_shape}")
+    if card.published_params is not None:
+        lines.append(f"published params: {card.published_params:,}")
+    if card.seed is not None:
+        lines.append(f"seed:           {card.seed.file}, {card.seed.section}")
+    lines.append(f"default data:   {card.data}")
+    recipe = card.training
+    lines.append("default recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.values().items()) + (f"  ({recipe.source})" if recipe.source else ""))
+    if card.notes:
+        lines.append("notes:          " + card.notes.strip().replace("\n", "\n                "))
+    return "\n".join(lines)

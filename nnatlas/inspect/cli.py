@@ -49,11 +49,10 @@ def _depth(value: int) -> int | None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from nnatlas.cli import format_card  # the card's text lives with the command line
 
     inputs = _input(args.name, args.input)
     table = summary(args.name, inputs, depth=_depth(args.depth))
-    print(format_card(nnatlas.card(args.name)))
+    print(nnatlas.registry.format_card(nnatlas.card(args.name)))
     print()
     print(table)
     return 0

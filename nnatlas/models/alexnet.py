@@ -210,7 +210,7 @@ class AlexNet(nn.Module):
         input_shape=(3, 224, 224),
         small_input_shape=(3, 64, 64),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=61_100_840,
         seed=Seed("003_979c5363c5233b21.txt", "Alexnet"),
         notes=(
@@ -236,7 +236,7 @@ def alexnet(**overrides) -> AlexNet:
         paper=ALEXNET_PAPER,
         input_shape=(3, 227, 227),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         seed=Seed("000_dead3008ff14f1b5.txt", "3.2 AlexNet"),
         notes=(
             "The 2012 paper's net with seed 000's sizes: 227x227 input (the paper's text says 224, which does not "
@@ -274,7 +274,7 @@ def alexnet_2012(**overrides) -> AlexNet:
         paper=ALEXNET_PAPER,
         input_shape=(1, 224, 224),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         seed=Seed("002_45599a84e7f542eb.txt", "深层卷积神经网络(AlexNet)"),
         notes=(
             "Seed 002's code (Dive into Deep Learning 8.1) as written: 1 input channel (Fashion-MNIST resized to "

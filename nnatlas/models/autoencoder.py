@@ -330,7 +330,7 @@ def stacked_ae(**overrides) -> AutoEncoder:
     "denoising_ae",
     card=ModelCard(
         name="denoising_ae", family="autoencoder", title="Denoising autoencoder", paper=DAE_PAPER,
-        input_shape=(768,), output_shape=(768,), task="denoising reconstruction",
+        input_shape=(768,), output_shape=(768,), task="reconstruction",
         published_params=_param_count_mlp([768, 512, 256, 512, 768]),
         seed=Seed(_SEED000, "4.2 去噪自编码器"),
         notes="The stacked AE with additive Gaussian corruption x + 0.5 * randn in training only (eval reads x); "
@@ -346,7 +346,7 @@ def denoising_ae(**overrides) -> AutoEncoder:
     "vae",
     card=ModelCard(
         name="vae", family="autoencoder", title="Variational autoencoder", paper=VAE_PAPER,
-        input_shape=(768,), output_shape=((768,), (128,), (128,)), task="generative modelling",
+        input_shape=(768,), output_shape=((768,), (128,), (128,)), task="vae",
         published_params=_param_count_mlp([768, 512, 256]) + 2 * (256 * 128 + 128)
         + _param_count_mlp([128, 256, 512, 768]),
         seed=Seed(_SEED000, "4.3 变分自编码器"),
@@ -371,7 +371,7 @@ def _conv_ae_params(chans: list[int]) -> int:
     "conv_ae",
     card=ModelCard(
         name="conv_ae", family="autoencoder", title="Convolutional autoencoder", paper=CAE_PAPER,
-        input_shape=(3, 256, 256), output_shape=(3, 256, 256), task="image reconstruction",
+        input_shape=(3, 256, 256), output_shape=(3, 256, 256), task="reconstruction",
         published_params=_conv_ae_params([3, 16, 32, 32, 32, 16, 3]),
         seed=Seed(_SEED000, "4.4 卷积自编码器"),
         notes="Conv blocks (conv 3x3 p1, BN, ReLU, maxpool 2) 3->16->32->32 to (32, 32, 32); up blocks (nearest "

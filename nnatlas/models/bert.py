@@ -300,7 +300,7 @@ _TINY = BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size
         paper=BERT_PAPER,
         input_shape=((16,), (16,), (16,)),
         output_shape=((16, 768), (768,)),
-        task="language representation (encoder)",
+        task="masked_lm",
         published_params=109_482_240,
         seed=_SEED,
         notes="12 post-LN layers, H 768, 12 heads, FFN 3072 (exact GELU), LayerNorm eps 1e-12, WordPiece "
@@ -324,7 +324,7 @@ def bert_base(**overrides) -> BertModel:
         paper=BERT_PAPER,
         input_shape=((16,), (16,), (16,)),
         output_shape=((16, 128), (128,)),
-        task="language representation (encoder)",
+        task="masked_lm",
         seed=_SEED,
         notes="2 layers, H 128, 2 heads, FFN 512 with the BERT-base vocabulary: the size of Google's BERT-Tiny.",
         input_dtype="int",

@@ -241,7 +241,7 @@ def _card(name: str, title: str, params: int) -> ModelCard:
         input_shape=(3, 224, 224),
         small_input_shape=(3, 64, 64),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=params,
         seed=Seed("000_dead3008ff14f1b5.txt", "3.5 DenseNet"),
         notes=f"DenseNet-BC, growth rate 32, bottleneck 4 x 32, compression 0.5, blocks {BLOCKS[name]}. " + _SEED_NOTES,

@@ -537,7 +537,7 @@ _TINY = DDPMConfig(
         paper=DDPM_PAPER,
         input_shape=((3, 32, 32), ()),
         output_shape=(3, 32, 32),
-        task="denoising diffusion (epsilon prediction)",
+        task="diffusion",
         published_params=35_746_307,
         seed=_SEED,
         notes="The official CIFAR-10 U-Net: ch 128, ch_mult (1, 2, 2, 2), 2 residual blocks per level, "
@@ -562,7 +562,7 @@ def ddpm(**overrides: object) -> DDPMUNet:
         paper=DDPM_PAPER,
         input_shape=((1, 28, 28), ()),
         output_shape=(1, 28, 28),
-        task="denoising diffusion (epsilon prediction)",
+        task="diffusion",
         seed=_SEED,
         notes="The DDPM U-Net at MNIST size for tests and quick training: ch 32, ch_mult (1, 2, 2) "
         "(28 -> 14 -> 7), 1 residual block per level, attention at 14x14, GroupNorm(8).",

@@ -117,7 +117,7 @@ _E = 2 * _N_NODES * len(_OFFSETS)
         paper=GCN_PAPER,
         input_shape=((_N_NODES, 1433), (2, _E)),
         output_shape=(_N_NODES, 7),
-        task="semi-supervised node classification",
+        task="node_classification",
         seed=Seed("004_352144fce4abefd7.txt", "7. GCN (Graph Convolutional Network)"),
         notes="H' = D^-1/2 (A + I) D^-1/2 H W + b per layer, hidden 16, dropout 0.5 before each layer, ReLU between, "
         "Cora sizes (1433 features, 7 classes); 23,063 parameters. The adjacency may be dense (N, N), torch sparse "
@@ -142,7 +142,7 @@ def gcn(**overrides: object) -> GCN:
         paper=None,
         input_shape=((_N_NODES, 1433), (2, _E)),
         output_shape=(_N_NODES, 7),
-        task="node classification",
+        task="node_classification",
         seed=Seed("004_352144fce4abefd7.txt", "6. GNN"),
         notes="Seed 004's GCNLayer, un-normalised: x = adj @ x; x = x @ W; x = x + b; ReLU, i.e. "
         "H' = ReLU(A H W + b) with no self-loops and no degree normalisation, two layers as the seed stacks them, "

@@ -117,6 +117,7 @@ class GoogLeNetConfig:
     transform_input: bool = False  # torchvision's ImageNet-normalised -> [-1, 1] input rescaling
     dropout: float = 0.4  # before the final fc (the paper's 40%; torchvision 0.2)
     aux_dropout: float = 0.7
+    aux_weight: float = 0.3  # training adds each auxiliary loss times this (Szegedy et al. 2014: 0.3)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -356,7 +357,7 @@ GOOGLENET_AUX_PARAMS = 13_378_280
         paper=GOOGLENET_PAPER,
         input_shape=(3, 224, 224),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=None,  # the paper gives per-layer figures in Table 1 (weights only, K = 1024), no total
         seed=Seed("002_45599a84e7f542eb.txt", "GoogLeNet"),
         notes=(
@@ -384,7 +385,7 @@ def googlenet(**overrides) -> GoogLeNet:
         input_shape=(3, 224, 224),
         small_input_shape=(3, 64, 64),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=6_624_904,
         seed=Seed("002_45599a84e7f542eb.txt", "GoogLeNet"),
         notes=(

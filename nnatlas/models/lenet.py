@@ -376,7 +376,7 @@ _SEED002 = Seed("002_45599a84e7f542eb.txt", "卷积神经网络(LeNet)")
         paper=LENET_1998,
         input_shape=(1, 32, 32),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         published_params=61_706,
         seed=_SEED000,
         notes=(
@@ -400,7 +400,7 @@ def lenet(**overrides) -> LeNet:
         paper=LENET_1998,
         input_shape=(1, 28, 28),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         seed=_SEED002,
         notes=(
             "Seed 002 code (Dive into Deep Learning 7.6): Conv2d(1, 6, 5, padding=2) - Sigmoid - AvgPool2d(2, 2) - "
@@ -424,7 +424,7 @@ def lenet_d2l(**overrides) -> LeNet:
         paper=BATCH_NORM,
         input_shape=(1, 28, 28),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         seed=Seed("002_45599a84e7f542eb.txt", "批量规范化(BN)"),
         notes=(
             "Dive into Deep Learning 8.5 (concise version): BatchNorm after each of the two convolutions and the two "
@@ -451,7 +451,7 @@ def lenet_bn(**overrides) -> LeNet:
         paper=LENET_1998,
         input_shape=(1, 32, 32),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         published_params=60_000,
         seed=_SEED000,
         notes=(

@@ -168,7 +168,7 @@ def linear_regression(**overrides) -> LinearRegression:
         paper=COX_1958,
         input_shape=(30,),
         output_shape=(1,),
-        task="binary classification",
+        task="binary",
         seed=Seed(SEED, "LogisticRegression"),
         notes=(
             "One output, the log-odds, and a sigmoid (predict_proba; BCEWithLogitsLoss in training). "
@@ -193,7 +193,7 @@ def logistic_regression(**overrides) -> LogisticRegression:
         paper=None,
         input_shape=(64,),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         seed=Seed(SEED, "SoftmaxRegression"),
         notes=(
             "Linear[NFeature, NLabel]; returns logits, the seed's Softmax is predict_proba and is folded into "
@@ -217,7 +217,7 @@ def softmax_regression(**overrides) -> SoftmaxRegression:
         paper=RUMELHART_1986,
         input_shape=(768,),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         seed=Seed(SEED, "MLP"),
         notes=(
             "768 -> 512 -> ReLU -> 256 -> ReLU -> 10 as the seed draws it; returns logits (the seed's Softmax is "

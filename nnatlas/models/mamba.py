@@ -372,7 +372,7 @@ _TINY = MambaConfig(vocab_size=256, d_model=64, n_layer=2, d_state=8, d_conv=4, 
         paper=MAMBA_PAPER,
         input_shape=(_EXAMPLE_LENGTH,),
         output_shape=(_EXAMPLE_LENGTH, 50280),
-        task="language modelling",
+        task="language_model",
         published_params=129_135_360,
         seed=Seed("003_979c5363c5233b21.txt", "Mamba (named only)"),
         notes="24 layers, d_model 768, d_state 16, d_conv 4, expand 2, dt_rank 48, vocabulary 50,277 padded to "
@@ -394,7 +394,7 @@ def mamba_130m(**overrides: object) -> Mamba:
         paper=MAMBA_PAPER,
         input_shape=(_EXAMPLE_LENGTH,),
         output_shape=(_EXAMPLE_LENGTH, _TINY.vocab_size),
-        task="language modelling",
+        task="language_model",
         seed=Seed("003_979c5363c5233b21.txt", "Mamba (named only)"),
         notes="A small config for tests and quick training: byte vocabulary (256), 2 layers, d_model 64, "
         "d_state 8, dt_rank 4. " + _NOTES,

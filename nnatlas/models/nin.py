@@ -95,7 +95,7 @@ class NiN(nn.Module):
         ),
         input_shape=(1, 224, 224),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         seed=Seed("002_45599a84e7f542eb.txt", "网络中的网络(NiN)"),
         notes=(
             "Seed 002 (d2l) layout: 1 input channel, 96-256-384 blocks, 10 classes, dropout 0.5, global average "

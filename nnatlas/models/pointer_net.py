@@ -193,7 +193,7 @@ _N = 10  # the card's number of points
     "pointer_net",
     card=ModelCard(
         name="pointer_net", family="pointer", title="Pointer Network", paper=POINTER_PAPER,
-        input_shape=(_N, 2), output_shape=((_N, _N), (_N,)), task="combinatorial output over input positions",
+        input_shape=(_N, 2), output_shape=((_N, _N), (_N,)), task="pointer",
         seed=Seed("004_352144fce4abefd7.txt", "PointNet: 指针网络"),
         notes="forward(points, lengths=None, targets=None) -> (log_probs (B, N, N), indices (B, N) int64). "
         "Encoder LSTM, decoder LSTMCell fed the selected input point (a learned start vector first), additive "

@@ -221,7 +221,7 @@ def _card(name: str, title: str, params: int, notes: str, seed: Seed) -> ModelCa
         input_shape=(3, 224, 224),
         small_input_shape=(3, 64, 64),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=params,
         seed=seed,
         notes=notes,

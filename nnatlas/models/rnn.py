@@ -319,7 +319,7 @@ _CLASSIFIER_NOTES = (
 def _classifier_card(name: str, title: str, paper: Paper, seed: Seed, stack: str, extra: str) -> ModelCard:
     return ModelCard(
         name=name, family="rnn", title=title, paper=paper, input_shape=(28, 28), output_shape=(10,),
-        task="sequence classification", seed=seed, notes=_CLASSIFIER_NOTES.format(stack=stack, extra=extra),
+        task="sequence_classification", seed=seed, notes=_CLASSIFIER_NOTES.format(stack=stack, extra=extra),
     )  # fmt: skip
 
 
@@ -366,7 +366,7 @@ def gru(**overrides) -> RecurrentClassifier:
     "time_rnn",
     card=ModelCard(
         name="time_rnn", family="rnn", title="Time-series RNN", paper=ELMAN_PAPER,
-        input_shape=(50, 16), output_shape=(50, 5), task="per-step sequence labelling",
+        input_shape=(50, 16), output_shape=(50, 5), task="forecast",
         seed=Seed(_SEED000, "5.1 时序 RNN"),
         notes="Seed 000's sizes are symbolic (NFeature, NHidden, NLabels, NLayers); defaults here: F = 16, "
         "H = 64, L = 2, K = 5, any T (the card uses T = 50). The cell type is a config field (the seed draws "
@@ -384,7 +384,7 @@ _NLP_T = 35  # the card's sequence length (PTB's usual BPTT length)
     "nlp_rnn",
     card=ModelCard(
         name="nlp_rnn", family="rnn", title="NLP RNN (tied-embedding language model)", paper=TIED_PAPER,
-        input_shape=(_NLP_T,), output_shape=(_NLP_T, 10_000), task="language modelling", input_dtype="int",
+        input_shape=(_NLP_T,), output_shape=(_NLP_T, 10_000), task="language_model", input_dtype="int",
         seed=Seed(_SEED000, "5.2 NLP RNN"),
         notes="Seed 000 gives VocabSize and NHidden symbolically; defaults here: V = 10,000 (PTB), H = 256, "
         "L = 2, cell 'rnn' (tanh). The output layer is hidden @ E^T with the embedding matrix E, tied "
@@ -405,7 +405,7 @@ def _one_hot_letters(batch_size: int, gen: torch.Generator, T: int = 10, n_lette
     "char_rnn",
     card=ModelCard(
         name="char_rnn", family="rnn", title="Char RNN (i2h/i2o name classifier)", paper=None,
-        input_shape=(10, 57), output_shape=(18,), task="sequence classification (names -> language)",
+        input_shape=(10, 57), output_shape=(18,), task="sequence_classification",
         seed=Seed(_SEED004, "1. RNN"),
         notes="Seed 004's RNN, from the PyTorch tutorial 'Classifying Names with a Character-Level RNN' "
         "(57 letters, 128 hidden, 18 languages). The seed processes one letter per call with a (1, H) hidden "

@@ -75,7 +75,7 @@ class SimpleCNN(nn.Module):
         paper=None,
         input_shape=(3, 32, 32),
         output_shape=(10,),
-        task="image classification",
+        task="classification",
         published_params=545_098,
         seed=Seed("004_352144fce4abefd7.txt", "SimpleCNN"),
         notes=(

@@ -447,7 +447,7 @@ _SEED = Seed("003_979c5363c5233b21.txt", "Transformer")
         paper=TRANSFORMER_PAPER,
         input_shape=((16,), (16,)),
         output_shape=(16, _BASE.vocab_size),
-        task="sequence-to-sequence (translation)",
+        task="translation",
         published_params=None,
         seed=_SEED,
         notes=(
@@ -474,7 +474,7 @@ def transformer(**overrides) -> Transformer:
         paper=TRANSFORMER_PAPER,
         input_shape=((12,), (10,)),
         output_shape=(10, _TINY.vocab_size),
-        task="sequence-to-sequence (toy translation)",
+        task="translation",
         seed=_SEED,
         notes="2+2 layers, d_model 64, 4 heads, FFN 256, vocabulary 1000: the base design at a size that trains "
         "on a CPU.",

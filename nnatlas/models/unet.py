@@ -235,7 +235,7 @@ class UNet(nn.Module):
         paper=UNET_PAPER,
         input_shape=(3, 64, 64),
         output_shape=(2, 64, 64),
-        task="semantic segmentation",
+        task="segmentation",
         published_params=31_037_698,
         seed=Seed("003_979c5363c5233b21.txt", "Unet"),
         notes=(
@@ -267,7 +267,7 @@ def unet(**overrides) -> UNet:
         input_shape=(1, 572, 572),
         output_shape=(2, 388, 388),
         small_input_shape=(1, 188, 188),
-        task="semantic segmentation",
+        task="segmentation",
         published_params=31_030_658,
         seed=Seed("003_979c5363c5233b21.txt", "Unet"),
         notes=(

@@ -196,7 +196,7 @@ def _card(name: str, depth: int, batch_norm: bool) -> ModelCard:
         paper=VGG_PAPER,
         input_shape=(3, 224, 224),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=_PUBLISHED[name],
         seed=Seed("000_dead3008ff14f1b5.txt", "3.3 VGG16"),
         notes=notes,

@@ -153,7 +153,7 @@ _TINY = ViTConfig(
         paper=VIT_PAPER,
         input_shape=(3, 224, 224),
         output_shape=(1000,),
-        task="image classification",
+        task="classification",
         published_params=86_567_656,
         seed=_SEED,
         notes="torchvision's layout: conv patch embedding 16x16, class token, learned positions, 12 pre-LN "
@@ -174,7 +174,7 @@ def vit_b_16(**overrides) -> VisionTransformer:
         paper=VIT_PAPER,
         input_shape=(1, 28, 28),
         output_shape=(10,),
-        task="image classification (28x28 digits)",
+        task="classification",
         seed=_SEED,
         notes="28x28x1 digits cut into 16 patches of 7x7; D 64, 4 layers, 4 heads, MLP 128.",
     ),

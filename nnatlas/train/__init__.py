@@ -9,18 +9,23 @@ under ``torchrun --nproc_per_node N -m nnatlas train ...`` each process is one r
 """
 
 from nnatlas.train.checkpoint import CheckpointError
-from nnatlas.train.tasks import Plan, resolve
-from nnatlas.train.trainer import DivergedError, TrainConfig, TrainResult, evaluate, evaluate_run, train, write_model_report
+from nnatlas.train.tasks import Option, Plan, Task, register_task, task_class
+from nnatlas.train.trainer import DivergedError, TrainConfig, Trained, TrainResult, evaluate, evaluate_run, load, train, write_model_report
 
 __all__ = [
     "CheckpointError",
     "DivergedError",
+    "Option",
     "Plan",
+    "Task",
     "TrainConfig",
     "TrainResult",
+    "Trained",
     "evaluate",
     "evaluate_run",
-    "resolve",
+    "load",
+    "register_task",
+    "task_class",
     "train",
     "write_model_report",
 ]

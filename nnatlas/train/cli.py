@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any
 
-from nnatlas.train.trainer import AMP, OPTIMIZERS, SCHEDULES, TrainConfig, config_for_run, evaluate_run, train
+from nnatlas.train.tasks.base import Option, all_options
+from nnatlas.train.trainer import AMP, DEFAULTS, OPTIMIZERS, SCHEDULES, TrainConfig, config_for_run, evaluate_run, train
 
 __all__ = ["add_train_parser", "add_eval_parser"]
 
@@ -29,6 +30,30 @@ def _model_arg(text: str) -> tuple[str, Any]:
     if isinstance(value, list):
         value = tuple(value)
     return key, value
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 (e.g. 0.9,0.99); got {text!r}") from None
+    return b1, b2
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    """One flag per task option (``--image-size``, ...), grouped by the tasks that declare it.
+
+    Every flag defaults to ``None`` (not given); the trainer refuses one that the model's task
+    does not declare (:meth:`TrainConfig.check_task_options`).
+    """
+    for name, (opt, kinds) in all_options().items():
+        flag = "--" + name.replace("_", "-")
+        g = p.add_argument_group(f"options of the {', '.join(kinds)} task{'s' if len(kinds) > 1 else ''}")
+        if opt.type is bool:
+            g.add_argument(flag, dest="task_" + name, action="store_true", default=None, help=opt.help)
+            g.add_argument("--no-" + name.replace("_", "-"), dest="task_" + name, action="store_false", help=f"turn {flag} off")
+        else:
+            g.add_argument(flag, dest="task_" + name, type=opt.type, default=None, help=f"{opt.help} (default {opt.default})")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -68,6 +93,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         given["model_args"] = dict(args.model_args)
     else:
         given.pop("model_args", None)
+    task_options = {name: getattr(args, "task_" + name) for name in all_options() if getattr(args, "task_" + name) is not None}
+    if task_options:
+        given["task_options"] = task_options
     for flag in ("resume", "overwrite"):
         if not given.get(flag):
             given.pop(flag, None)
@@ -76,14 +104,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0") or 0) == 0:
         final = result.final
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_") and isinstance(v, float))
-        print(f"{cfg.model} on {final['data']}: {metrics}  ({final['epochs']} epochs, {final['train_time_s']:.1f}s training)")
+        print(f"{cfg.model} on {final['data']}: {metrics}  ({final['steps']} steps, {final['epochs']} epochs, {final['train_time_s']:.1f}s training)")
         print(f"run folder: {result.run_dir}")
     return 0
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``nnatlas train``."""
-    d = TrainConfig(model="")
+    d = DEFAULTS
     p = sub.add_parser(
         "train",
         help="train a model on a data set (torchrun-ready)",
@@ -93,25 +121,29 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     )
     p.add_argument("model", help="registered model name (nnatlas list)")
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, help="data set name (default: digits for image classifiers, diabetes, breast-cancer, isbi2012-em by task)")
+    g.add_argument("--data", default=None, help="data set name (default: the model card's, see nnatlas show MODEL)")
     g.add_argument("--data-dir", default=None, help="data folder laid out like shared/data (default: $NNATLAS_DATA or ~/.cache/nnatlas)")
-    g.add_argument("--image-size", type=int, default=None, help="input size for models that take several sizes (default: the card's, or the smallest of 32, 64, ... that fits)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no random shifts for image classification")
     g.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N examples")
     g.add_argument("--limit-test", type=int, default=None, metavar="N", help="evaluate on the first N examples")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
-    g.add_argument("--batch-size", type=int, default=None, help=f"examples per step and process (default {d.batch_size})")
+    g = p.add_argument_group("optimisation (defaults: the model card's recipe, see nnatlas show MODEL; else these)")
+    g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d['epochs']})")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps instead of epochs")
+    g.add_argument("--eval-every", type=int, default=None, metavar="STEPS", help="also evaluate every STEPS steps")
+    g.add_argument("--batch-size", type=int, default=None, help=f"examples per step and process (default {d['batch_size']})")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3 for adam/adamw, 0.05 for sgd; x30 for tabular data)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {d.optimizer})")
-    g.add_argument("--schedule", choices=SCHEDULES, default=None, help=f"learning-rate schedule per step (default {d.schedule})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {d['optimizer']})")
+    g.add_argument("--schedule", choices=SCHEDULES, default=None, help=f"learning-rate schedule per step (default {d['schedule']})")
+    g.add_argument("--warmup", type=int, default=None, metavar="STEPS", help="warm-up steps of warmup_cosine and noam")
+    g.add_argument("--min-lr", type=float, default=None, help="the floor of warmup_cosine (default lr / 10)")
+    g.add_argument("--betas", type=_betas, default=None, metavar="B1,B2", help="Adam's betas (default 0.9,0.999)")
     g.add_argument("--weight-decay", type=float, default=None, help="(default 0, 0.01 for adamw)")
-    g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d.momentum})")
+    g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d['momentum']})")
     g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
     g.add_argument("--patience", type=int, default=None, metavar="EPOCHS", help="stop when the test metric has not improved for this many epochs")
-    g.add_argument("--seed", type=int, default=None, help=f"(default {d.seed})")
+    g.add_argument("--seed", type=int, default=None, help="(default 0)")
     g.add_argument("--model-arg", dest="model_args", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
                    help="a config override for the model, e.g. dropout=0.1 (repeatable)")
+    _add_task_options(p)
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto; torchrun ranks take cuda:LOCAL_RANK)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)")

@@ -12,10 +12,9 @@ from nnatlas.cli import main
 @pytest.mark.parametrize(
     "model,data,message",
     [
-        ("lenet", "cora", "'node_classification' is not one nnatlas train handles"),
-        ("linear_regression", "mnist", "is a regression model"),
-        ("unet", "cifar10", "the model does semantic segmentation; the data set is classification"),
-        ("gcn", "mnist", "nnatlas train feeds one float tensor per batch"),
+        ("lenet", "cora", "model 'lenet' (classification) cannot train on data set 'cora' (node_classification); data sets that fit: "),
+        ("linear_regression", "mnist", "model 'linear_regression' (regression) cannot train on data set 'mnist' (classification); data sets that fit: diabetes"),
+        ("unet", "cifar10", "model 'unet' (segmentation) cannot train on data set 'cifar10' (classification); data sets that fit: isbi2012-em"),
     ],
 )
 def test_mismatch_is_refused_before_any_download(

@@ -50,11 +50,11 @@ def _check(result, metric: str) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("model", IMAGE_CLASSIFIERS)
 def test_image_classifier_trains_one_short_epoch(tmp_path: Path, model: str) -> None:
     cfg = TrainConfig(model=model, data="digits", epochs=1, batch_size=8, limit_train=16, limit_test=8,
-                      optimizer="sgd", momentum=0.0, lr=0.01, image_size=_size(model), out=str(tmp_path / model), report=False,
+                      optimizer="sgd", momentum=0.0, lr=0.01, task_options={"image_size": _size(model)} if _size(model) else {}, out=str(tmp_path / model), report=False,
                       model_args={"hidden": 512} if model.startswith("vgg") else {})
     result = train(cfg, progress=False)
     _check(result, "test_acc")
-    assert result.plan.num_classes == 10
+    assert result.plan.details["num_classes"] == 10
 
 
 @pytest.mark.parametrize(("model", "data", "metric"), [("linear_regression", "diabetes", "test_r2"), ("logistic_regression", "breast-cancer", "test_acc")])
@@ -68,7 +68,7 @@ def test_tabular_model_trains_one_short_epoch(tmp_path: Path, model: str, data: 
 @pytest.mark.parametrize(("model", "size", "args"), [("unet", 32, {}), ("unet_2015", None, {"base_channels": 16})])
 def test_segmentation_model_trains_one_short_epoch(tmp_path: Path, shared_data: Path, model: str, size: int | None, args: dict) -> None:
     cfg = TrainConfig(model=model, data="isbi2012-em", data_dir=str(shared_data), epochs=1, batch_size=2, limit_train=4, limit_test=2,
-                      optimizer="sgd", lr=0.01, image_size=size, model_args=args, out=str(tmp_path / model), report=False)
+                      optimizer="sgd", lr=0.01, task_options={"image_size": size} if size else {}, model_args=args, out=str(tmp_path / model), report=False)
     result = train(cfg, progress=False)
     _check(result, "test_miou")
     assert 0.0 <= result.final["test_pixel_acc"] <= 1.0

@@ -34,8 +34,10 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["train", "lenet", "--data", "mnistt"], "mnistt"),
         (["train", "lenet", "--epochs", "-1"], "--epochs must be an integer >= 1; got -1"),
         (["train", "lenet", "--batch-size", "0"], "--batch-size must be >= 1; got 0"),
-        (["train", "lenet", "--data", "diabetes"], "the model takes images (1, 32, 32); the data set gives vectors"),
-        (["train", "linear_regression", "--data", "digits"], "regression model"),
+        (["train", "lenet", "--data", "iris"], "the model takes images (1, 32, 32); the data set gives vectors"),
+        (["train", "lenet", "--data", "diabetes"], "model 'lenet' (classification) cannot train on data set 'diabetes' (regression); data sets that fit: "),
+        (["train", "linear_regression", "--data", "digits"], "(regression) cannot train on data set 'digits' (classification)"),
+        (["train", "linear_regression", "--no-augment"], "--augment is not an option of the regression task that linear_regression trains (its options: --image-size)"),
         (["train", "lenet", "--image-size", "64"], None),  # lenet's config takes image_size: this one is fine
         (["train", "lenet", "--resume"], "there is no run to resume"),
         (["eval", "nowhere"], "not a run folder"),
@@ -48,7 +50,7 @@ def test_bad_arguments_are_one_line_errors_before_any_work(
     if message is None:  # a valid size must pass validation; train one step to prove it
         rc, _, err = _cli(capsys, *argv, "--out", str(out_dir), "--epochs", "1", "--limit-train", "8", "--limit-test", "4", "--no-report", "--no-progress")
         assert rc == 0, err
-        assert json.loads((out_dir / "config.json").read_text())["plan"]["size"] == [64, 64]
+        assert json.loads((out_dir / "config.json").read_text())["plan"]["details"]["size"] == [64, 64]
         return
     extra = ["--out", str(out_dir)] if argv[0] == "train" else []
     rc, out, err = _cli(capsys, *argv, *extra)

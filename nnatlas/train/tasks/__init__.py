@@ -1,0 +1,10 @@
+"""Tasks as plug-ins: one module per group of task kinds, each registering its :class:`Task`.
+
+See :mod:`nnatlas.train.tasks.base` for the interface. Importing this package registers every
+task; ``nnatlas train`` picks the one that the model card's ``task`` names.
+"""
+
+from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_fit, datasets_for, register_task, task_class, trainable_kinds
+from nnatlas.train.tasks import vision  # noqa: F401  (registers classification, binary, regression, segmentation)
+
+__all__ = ["Batch", "Option", "Plan", "Task", "check_fit", "datasets_for", "register_task", "task_class", "trainable_kinds"]
