@@ -27,12 +27,17 @@ R dt_rank, K d_conv, V vocabulary. In code the paper's selective matrices keep t
 
 A = -exp(A_log) is (I, N) with A_log initialised to log(1..N) (S4D-Real); D is a learned skip.
 The selective scan has two paths chosen by ``scan``: ``"sequential"`` is the recurrence
-step by step with the semantics of state-spaces' ``selective_scan_ref``; ``"parallel"`` is
-a chunked two-level scan in torch ops (about 3 sqrt(L) Python steps instead of L). They
-are tested equal in forward and gradients. On CPU (benchmarks/bench_scan.py, L = 1024) the
-parallel scan is 1.3-3x faster in the forward pass and 20-90x in forward + backward: the
-reference's backward is quadratic in L, since autograd writes a full-size gradient for
-every per-step slice of deltaA and deltaB_u.
+step by step with the semantics of state-spaces' ``selective_scan_ref`` (autograd through the
+loop); ``"parallel"`` (the default) is a chunked scan with its own backward: time-major, one
+fused in-place op per step over contiguous (B, I, N) blocks, exp(delta A) and delta B u formed
+one chunk (64 steps) at a time, y = C . h one batched matmul per chunk, and a reverse-time
+backward that recomputes each chunk from its entering state, so no (B, I, L, N) tensor exists
+at any time (the reference holds several). They are tested equal in forward and gradients;
+benchmarks/run.py times both (and transformers' MambaForCausalLM) at mamba-130m's size.
+
+Generation: :meth:`Mamba.step` is the recurrent form (paper section 3.4): each layer carries
+the last K - 1 convolution inputs and the SSM state h (B, I, N), so a token costs the same at
+any position; :func:`nnatlas.models.generation.generate` drives it.
 
 The seeds only name Mamba (seed 003); this is the paper's architecture. mamba_130m:
 24 layers, D = 768, N = 16, K = 4, expand 2, R = 48, V = 50,277 padded to a multiple of 8
@@ -53,7 +58,10 @@ from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import RMSNorm
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
 
-__all__ = ["MambaConfig", "selective_scan", "MambaMixer", "MambaBlock", "Mamba", "mamba_130m", "mamba_tiny"]
+__all__ = [
+    "MambaConfig", "selective_scan", "MambaMixer", "MambaBlock", "Mamba", "MambaState", "MambaLayerState",
+    "mamba_130m", "mamba_tiny",
+]
 
 MAMBA_PAPER = Paper(
     authors="Albert Gu, Tri Dao",
@@ -105,67 +113,127 @@ class MambaConfig:
 # --- the selective scan ----------------------------------------------------------------
 
 
-def _scan_sequential(deltaA: torch.Tensor, deltaB_u: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def _scan_sequential(
+    deltaA: torch.Tensor, deltaB_u: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """y_t = C_t . h_t with h_t = deltaA_t * h_{t-1} + deltaB_u_t, one step at a time.
 
-    deltaA, deltaB_u: (B, I, L, N); C: (B, N, L) -> y (B, I, L). As ``selective_scan_ref``.
+    deltaA, deltaB_u: (B, I, L, N); C: (B, N, L); h0 (B, I, N) or None (zeros) -> y (B, I, L)
+    and the last state h_{L-1} (B, I, N). As ``selective_scan_ref``.
     """
     batch, dim, length, dstate = deltaA.shape
-    h = deltaA.new_zeros(batch, dim, dstate)  # (B, I, N), h_{-1} = 0
+    h = deltaA.new_zeros(batch, dim, dstate) if h0 is None else h0  # (B, I, N), h_{-1}
     ys = []
     for t in range(length):
         h = deltaA[:, :, t] * h + deltaB_u[:, :, t]  # (B, I, N)
         ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, t]))  # (B, I)
-    return torch.stack(ys, dim=2)  # (B, I, L)
+    return torch.stack(ys, dim=2), h  # (B, I, L), (B, I, N)
+
+
+def _chunk_states(
+    dt: torch.Tensor, du: torch.Tensor, B: torch.Tensor, A: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states of one chunk of c steps, time-major: dt, du = delta u (c, B, I), B (c, B, N),
+    A (I, N), h (B, I, N) the state before the chunk -> exp(delta A) (c, B, I, N) and h_t (c, B, I, N).
+
+    One fused in-place op per step (h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t written over
+    delta B u), on contiguous (B, I, N) slices."""
+    dA = torch.exp(dt[..., None] * A)  # (c, B, I, N): A_bar = exp(delta A), eq. 4 (ZOH)
+    hs = du[..., None] * B[:, :, None, :]  # (c, B, I, N): B_bar x = delta B x; becomes h_t in place
+    hs[0].addcmul_(dA[0], h)
+    for j in range(1, hs.shape[0]):
+        hs[j].addcmul_(dA[j], hs[j - 1])  # h_t = A_bar_t h_{t-1} + B_bar_t x_t   (eq. 2a)
+    return dA, hs
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The selective scan in chunks of c steps with its own backward, memory O(B I N (c + L/c)).
+
+    Forward: for each chunk, exp(delta A) and delta B u of that chunk only, the recurrence one
+    fused op per step, y_t = C_t . h_t as one batched matmul per chunk; the state entering each
+    chunk is kept. Backward (reverse time, chunk by chunk): recompute the chunk's states from the
+    kept one, then g_t = dL/dh_t = C_t dy_t + A_bar_{t+1} g_{t+1} (one fused op per step) and, over
+    the chunk at once, dL/dA_bar_t = g_t h_{t-1}, dL/d(delta B u)_t = g_t, dL/dC_t = dy_t h_t. No
+    (B, I, L, N) tensor is ever formed, where autograd through a step loop would keep one per step.
+    Inputs are time-major: dt, u (L, B, I); A (I, N); B, C (L, B, N); h0 (B, I, N).
+    """
+
+    @staticmethod
+    def forward(ctx, dt, A, B, C, u, h0, chunk):  # noqa: ANN001, ANN205
+        L, batch, dim = u.shape
+        N = A.shape[1]
+        du = dt * u  # (L, B, I)
+        h = h0 if h0 is not None else u.new_zeros(batch, dim, N)  # (B, I, N)
+        y = u.new_empty(L, batch, dim)
+        starts = []
+        for s0 in range(0, L, chunk):
+            s1 = min(L, s0 + chunk)
+            n = s1 - s0
+            _, hs = _chunk_states(dt[s0:s1], du[s0:s1], B[s0:s1], A, h)  # (n, B, I, N)
+            starts.append(h)
+            y[s0:s1] = torch.bmm(hs.view(n * batch, dim, N), C[s0:s1].reshape(n * batch, N, 1)).view(n, batch, dim)
+            h = hs[-1].clone()  # a copy: the chunk's buffer is freed
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(dt, A, B, C, u, *starts)
+            ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        return y, h
+
+    @staticmethod
+    def backward(ctx, dy, dh_last):  # noqa: ANN001, ANN205
+        dt, A, B, C, u, *starts = ctx.saved_tensors
+        dy = dy.contiguous()  # (L, B, I); autograd may hand it over in the caller's layout
+        chunk = ctx.chunk
+        L, batch, dim = u.shape
+        N = A.shape[1]
+        du = dt * u
+        g_du, g_dt, g_B, g_C = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
+        g_A = torch.zeros_like(A)
+        carry = dh_last.contiguous() if dh_last is not None else u.new_zeros(batch, dim, N)  # dL/dh after the chunk
+        for k in reversed(range(len(starts))):
+            s0 = k * chunk
+            s1 = min(L, s0 + chunk)
+            n = s1 - s0
+            h = starts[k]
+            dA, hs = _chunk_states(dt[s0:s1], du[s0:s1], B[s0:s1], A, h)  # recomputed: (n, B, I, N)
+            dy_k = dy[s0:s1]  # (n, B, I)
+            g_C[s0:s1] = torch.bmm(dy_k.reshape(n * batch, 1, dim), hs.view(n * batch, dim, N)).view(n, batch, N)
+            g = dy_k[..., None] * C[s0:s1, :, None, :]  # (n, B, I, N): dL/dh_t through y_t
+            g[n - 1].add_(carry)
+            for j in range(n - 2, -1, -1):
+                g[j].addcmul_(dA[j + 1], g[j + 1])  # g_t = C_t dy_t + A_bar_{t+1} g_{t+1}
+            carry = dA[0] * g[0]  # into the state before the chunk
+            # dL/d(delta A) = g_t h_{t-1} A_bar_t, with h_{t-1} from the chunk (or its entering state)
+            gA = g * dA
+            gA[1:] *= hs[:-1]
+            gA[0] *= h
+            g_dt[s0:s1] = gA.view(n * batch, dim, N).mul(A).sum(-1).view(n, batch, dim)
+            g_A += torch.einsum("kbdn,kbd->dn", gA, dt[s0:s1])
+            g_du[s0:s1] = torch.bmm(g.view(n * batch, dim, N), B[s0:s1].reshape(n * batch, N, 1)).view(n, batch, dim)
+            g_B[s0:s1] = torch.bmm(du[s0:s1].reshape(n * batch, 1, dim), g.view(n * batch, dim, N)).view(n, batch, N)
+        g_dt += g_du * u  # du = delta u
+        g_u = g_du * dt
+        return g_dt, g_A, g_B, g_C, g_u, (carry if ctx.has_h0 else None), None
 
 
 def _scan_chunked(
-    delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor, chunk_size: int | None
-) -> torch.Tensor:
-    """The same recurrence as a two-level scan over chunks of length c (default ~sqrt(L)).
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    u: torch.Tensor,
+    chunk_size: int | None,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same recurrence, chunked (:class:`_ChunkedScan`): delta, u (B, I, L); A (I, N);
+    B, C (B, N, L); h0 (B, I, N) or None -> y (B, I, L) and the last state (B, I, N).
 
-    Splits time into L/c chunks and works on all chunks at once, time-major, so each step
-    reads contiguous (L/c, B, I, N) blocks; exp(delta A) and delta B u are formed one step at
-    a time, never for the whole sequence:
-    1. inside every chunk, scan from a zero state: local states s_t, their outputs C_t . s_t,
-       and the running products of decays P_t = prod_{s <= t in the chunk} exp(delta_s A);
-    2. across chunks, carry the state entering each chunk: H_k = P_last H_{k-1} + s_last;
-    3. add what the carried state contributes: y_t += C_t . (P_t * H_k). Exact, since the
-       recurrence is linear in h; decays multiply in (0, 1], so nothing overflows (as a
-       log-space cumsum can).
-    About 2c + L/c Python steps instead of L. delta, u: (B, I, L); A: (I, N); B, C: (B, N, L)
-    -> y (B, I, L).
-    """
-    batch, dim, length = u.shape
-    c = chunk_size or max(1, math.isqrt(length))
-    pad = (-length) % c  # padded steps (delta = 0: decay 1, input 0) come after every real one
-    n_chunks = (length + pad) // c
-
-    def chunked(t: torch.Tensor) -> torch.Tensor:  # (B, X, L) -> (L/c, c, B, X), time-major
-        return F.pad(t, (0, pad)).permute(2, 0, 1).reshape(n_chunks, c, batch, t.shape[1])
-
-    dt = chunked(delta)  # (L/c, c, B, I)
-    du = chunked(delta * u)  # (L/c, c, B, I)
-    B_, C_ = chunked(B), chunked(C)  # (L/c, c, B, N)
-
-    s = u.new_zeros(n_chunks, batch, dim, A.shape[1])  # (L/c, B, I, N): local state, zero at each chunk start
-    P = torch.ones_like(s)  # running product of decays
-    y_local, decays = [], []
-    for j in range(c):
-        a = torch.exp(dt[:, j, :, :, None] * A)  # (L/c, B, I, N): exp(delta A)
-        s = a * s + du[:, j, :, :, None] * B_[:, j, :, None, :]  # + delta B u
-        P = P * a
-        decays.append(P)
-        y_local.append(torch.einsum("kbdn,kbn->kbd", s, C_[:, j]))  # (L/c, B, I)
-
-    carry = [s.new_zeros(s.shape[1:])]  # (B, I, N): the state entering chunk 0
-    for k in range(n_chunks - 1):
-        carry.append(P[k] * carry[-1] + s[k])  # P and s now hold each chunk's last step
-    H = torch.stack(carry)  # (L/c, B, I, N)
-
-    y_carry = [torch.einsum("kbdn,kbn->kbd", decays[j] * H, C_[:, j]) for j in range(c)]  # (L/c, B, I) each
-    y = torch.stack(y_local, dim=1) + torch.stack(y_carry, dim=1)  # (L/c, c, B, I)
-    return y.reshape(n_chunks * c, batch, dim)[:length].permute(1, 2, 0)  # (B, I, L)
+    Time-major inside, so each step reads and writes contiguous (B, I, N) blocks; chunks of
+    ``chunk_size`` steps (default 64) bound the memory and keep a chunk in cache."""
+    dtype = torch.promote_types(u.dtype, A.dtype)
+    tm = lambda t: t.to(dtype).permute(2, 0, 1).contiguous()  # noqa: E731  (B, X, L) -> (L, B, X)
+    h0 = h0.to(dtype).contiguous() if h0 is not None else None
+    y, h = _ChunkedScan.apply(tm(delta), A.to(dtype).contiguous(), tm(B), tm(C), tm(u), h0, chunk_size or 64)
+    return y.permute(1, 2, 0), h  # (B, I, L), (B, I, N)
 
 
 def selective_scan(
@@ -178,18 +246,24 @@ def selective_scan(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    return_last_state: bool = False,
     *,
     scan: str = "parallel",
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The selective SSM (paper Algorithm 2), with the signature of ``selective_scan_ref``.
 
-    u, delta, z: (B, I, L); A: (I, N); B, C: (B, N, L); D, delta_bias: (I,) -> y (B, I, L).
-    ``scan="sequential"`` steps through L; ``"parallel"`` runs the chunked scan
-    (``chunk_size`` defaults to about sqrt(L)).
+    u, delta, z: (B, I, L); A: (I, N); B, C: (B, N, L); D, delta_bias: (I,) -> y (B, I, L), and
+    with ``return_last_state`` also the last state h_{L-1} (B, I, N). ``initial_state`` (B, I, N)
+    is h_{-1} (default zeros): a prompt continued from a state. ``scan="sequential"`` steps through
+    L with autograd (the reference); ``"parallel"`` runs the chunked scan with its own backward
+    (``chunk_size`` steps a chunk, default 64), vectorised over batch, channels and states.
     """
     if scan not in SCANS:
         raise ValueError(f"selective_scan: scan must be one of {SCANS}; got {scan!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"selective_scan: chunk_size must be an int >= 1 or None; got {chunk_size!r}")
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]  # (B, I, L)
     if delta_softplus:
@@ -197,14 +271,15 @@ def selective_scan(
     if scan == "sequential":  # selective_scan_ref, line by line
         deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))  # (B, I, L, N): A_bar = exp(delta A), eq. 4 (ZOH)
         deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)  # (B, I, L, N): B_bar x = delta B x (simplified)
-        y = _scan_sequential(deltaA, deltaB_u, C)  # (B, I, L)
-    else:  # the same discretisation, laid out time-major
-        y = _scan_chunked(delta, A, B, C, u, chunk_size)  # (B, I, L)
+        y, last = _scan_sequential(deltaA, deltaB_u, C, initial_state)  # (B, I, L), (B, I, N)
+    else:  # the same discretisation, chunk by chunk, time-major
+        y, last = _scan_chunked(delta, A, B, C, u, chunk_size, initial_state)  # (B, I, L), (B, I, N)
+    y = y.to(u.dtype)
     if D is not None:
         y = y + u * D[:, None]  # skip connection D x
     if z is not None:
         y = y * F.silu(z)  # gate
-    return y
+    return (y, last) if return_last_state else y
 
 
 # --- layers, leaf to root --------------------------------------------------------------
@@ -264,6 +339,56 @@ class MambaMixer(nn.Module):
         )  # (B, I, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
+    def step(self, hidden: torch.Tensor, state: MambaLayerState) -> torch.Tensor:
+        """The recurrent form: hidden (B, t, D) the newest positions after those ``state`` holds ->
+        (B, t, D), equal to :meth:`forward`'s last t rows; ``state`` is updated in place.
+
+        The causal convolution reads the last K - 1 inputs from ``state.conv`` instead of zero
+        padding, the scan starts from ``state.ssm``; one token costs O(I (K + N)) past the
+        projections, whatever the length so far."""
+        batch, t, _ = hidden.shape
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2I, t)
+        x, z = xz.chunk(2, dim=1)  # (B, I, t) each
+        window = torch.cat([state.conv, x], dim=2)  # (B, I, K - 1 + t): the inputs the convolution sees
+        state.conv = window[:, :, -state.conv.shape[2] :] if state.conv.shape[2] else state.conv  # last K - 1
+        x = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=x.shape[1]))  # (B, I, t)
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, t, R + 2N)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)  # (B, t, R), (B, t, N) x2
+        delta = F.softplus(self.dt_proj(dt)).transpose(1, 2)  # (B, I, t)
+        A = -torch.exp(self.A_log.float())  # (I, N)
+        if t == 1:  # one token: the recurrence once, (B, I, N)
+            dA = torch.exp(delta[:, :, 0, None] * A)  # A_bar = exp(delta A)
+            state.ssm = dA * state.ssm + (delta[:, :, 0] * x[:, :, 0])[..., None] * B[:, 0, None, :].float()
+            y = (state.ssm @ C[:, 0, :, None].float()).to(x.dtype)  # (B, I, 1): C . h
+            y = (y + x * self.D[:, None]) * F.silu(z)  # + D x, gate
+        else:  # a prompt: the chunked scan from the carried state
+            y, state.ssm = selective_scan(
+                x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z, return_last_state=True,
+                scan=self.scan, initial_state=state.ssm,
+            )  # (B, I, t), (B, I, N)
+        return self.out_proj(y.transpose(1, 2))  # (B, t, D)
+
+
+@dataclass
+class MambaLayerState:
+    """One layer's recurrent state: the last K - 1 inputs of the causal convolution (B, I, K - 1)
+    and the SSM state h (B, I, N)."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+@dataclass
+class MambaState:
+    """What :meth:`Mamba.step` carries: one :class:`MambaLayerState` per layer. Its size does not
+    grow with the sequence."""
+
+    layers: list[MambaLayerState]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        for s in self.layers:
+            s.conv, s.ssm = s.conv.index_select(0, rows), s.ssm.index_select(0, rows)
+
 
 class MambaBlock(nn.Module):
     """Pre-norm residual block: h + mixer(RMSNorm(h))."""
@@ -276,6 +401,10 @@ class MambaBlock(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, L, D) -> (B, L, D)."""
         return h + self.mixer(self.norm(h))
+
+    def step(self, h: torch.Tensor, state: MambaLayerState) -> torch.Tensor:
+        """h (B, t, D) the newest positions -> (B, t, D); ``state`` updated in place."""
+        return h + self.mixer.step(self.norm(h), state)
 
 
 class Mamba(nn.Module):
@@ -305,6 +434,7 @@ class Mamba(nn.Module):
             )
             for _ in range(c.n_layer)
         )
+        self.vocab_size, self.context_length = c.vocab_size, None  # the CausalLM protocol: no position limit
         self.norm_f = RMSNorm(c.d_model, eps=c.norm_eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
@@ -338,6 +468,26 @@ class Mamba(nn.Module):
             h = layer(h)  # (B, L, D)
         h = self.norm_f(h)  # (B, L, D)
         return self.lm_head(h)  # (B, L, V)
+
+    def init_state(self, batch_size: int) -> MambaState:
+        """Zero states for ``batch_size`` sequences: what the model holds before the first token."""
+        c, p = self.config, self.embedding.weight
+        return MambaState([
+            MambaLayerState(
+                conv=torch.zeros(batch_size, c.d_inner, c.d_conv - 1, device=p.device, dtype=p.dtype),
+                ssm=torch.zeros(batch_size, c.d_inner, c.d_state, device=p.device, dtype=torch.float32),
+            )
+            for _ in self.layers
+        ])
+
+    def step(self, ids: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        """The newest token ids (B, t) (t > 1: a prompt) -> (logits of the last position (B, V), the
+        state after them). Each token costs the same however long the sequence is."""
+        check_input(ids, ("B", "L"), model="Mamba", name="token ids", dtype="int")
+        h = self.embedding(ids)  # (B, t, D)
+        for layer, layer_state in zip(self.layers, state.layers):
+            h = layer.step(h, layer_state)  # (B, t, D)
+        return self.lm_head(self.norm_f(h[:, -1])), state  # (B, V)
 
 
 # --- variants --------------------------------------------------------------------------
