@@ -52,6 +52,7 @@ from torch import Tensor, nn
 import nnatlas
 from nnatlas.train import checkpoint as ckpt
 from nnatlas.train.distributed import DistContext, setup, shard_order
+from nnatlas.train.rundir import RunDir
 from nnatlas.train.tasks import Plan, Task, check_fit, task_class
 
 __all__ = ["TrainConfig", "TrainResult", "DivergedError", "train", "evaluate", "evaluate_run", "config_for_run", "write_model_report", "load", "Trained"]
@@ -508,24 +509,6 @@ def _fmt(row: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _prepare_run_dir(cfg: TrainConfig, ctx: DistContext) -> None:
-    """Check the run folder before any work: a new run never overwrites an old one by accident."""
-    run = cfg.run_dir
-    if cfg.resume:
-        if not ckpt.has_checkpoint(run):
-            raise ValueError(f"--resume: {run} holds no checkpoint ({ckpt.MANIFEST} is absent); start the run without --resume")
-        return
-    taken = [p for p in ("config.json", ckpt.MANIFEST, "final.json") if (run / p).exists()]
-    if taken and not cfg.overwrite:
-        raise ValueError(f"{run} already holds a run ({', '.join(taken)}); pass --resume to continue it, --overwrite to replace it, or another --out")
-    if taken and ctx.is_main:
-        (run / ckpt.MANIFEST).unlink(missing_ok=True)  # first, so that no stale checkpoint can be resumed
-        for p in list((run / ckpt.CHECKPOINT_DIR).glob("step-*")) if (run / ckpt.CHECKPOINT_DIR).is_dir() else []:
-            p.unlink()
-        for name in ("final.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "curves.png"):
-            (run / name).unlink(missing_ok=True)
-
-
 def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
     """Run ``cfg`` (under torchrun: one rank of a data-parallel run) and return the result.
 
@@ -554,6 +537,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, task_cls: type[Task], device: torch.device, ctx: DistContext, progress: bool | None) -> None:
         self.cfg, self.task_cls, self.device, self.ctx = cfg, task_cls, device, ctx
         self.run_dir = cfg.run_dir
+        self.rundir: RunDir | None = None  # set by _setup: where the run writes until its first checkpoint
         self.progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
         self.amp_dtype = _amp_dtype(cfg.amp, device)
 
@@ -561,7 +545,8 @@ class _Run:
 
     def _setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
-        _prepare_run_dir(cfg, ctx)
+        self.rundir = RunDir.prepare(cfg.run_dir, resume=cfg.resume, overwrite=cfg.overwrite, is_main=ctx.is_main)
+        self.run_dir = self.rundir.path  # a staging folder while an old run stays in place (see rundir.py)
         self.resume_from = ckpt.load_checkpoint(self.run_dir, model_name=cfg.model) if cfg.resume else None
         if self.resume_from is not None and self.resume_from.state.get("world_size") != ctx.world_size:
             raise ValueError(
@@ -682,6 +667,8 @@ class _Run:
         }
         ckpt.save_checkpoint(self.run_dir, model_name=self.cfg.model, step=self.global_step, tensors=tensors, state=_jsonable(state))
         self.last_checkpoint = self.global_step
+        if self.rundir is not None and self.rundir.staged:  # the new run has proven it starts: it replaces the old one
+            self.run_dir = self.rundir.commit()
 
     def _restore(self, c: ckpt.Checkpoint) -> None:
         config = _read_json(self.run_dir / "config.json")
@@ -689,7 +676,10 @@ class _Run:
             raise ckpt.CheckpointError(f"the checkpoint in {self.run_dir} belongs to another run than its config.json (run ids differ)")
         if config.get("plan") != _jsonable(self.plan.to_json()):
             raise ValueError(f"--resume: the model/data plan differs from the saved run's ({self.run_dir / 'config.json'}); the data or model code changed")
+        ckpt.check_run_state(c.state, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, what=str(c.path))
+        ckpt.check_rng_tensors(c.tensors, str(c.path))
         ckpt.load_model_state(c, self.model, str(c.path))
+        ckpt.check_optimizer_fits(self.opt, c.subset("optim"), c.state["optimizer"], str(c.path))
         try:
             ckpt.optimizer_from_parts(self.opt, c.subset("optim"), c.state["optimizer"])
             self.sched.load_state_dict(c.state["scheduler"])
@@ -729,6 +719,8 @@ class _Run:
         finally:
             self.model.train(was)
         if not written:
+            if not any(folder.iterdir()):
+                folder.rmdir()  # a task without artefacts leaves no empty folder
             return
         manifest_path = folder / "manifest.json"
         manifest = _read_json(manifest_path) if manifest_path.is_file() else {}
@@ -810,6 +802,14 @@ class _Run:
         return end_of_epoch and cfg.steps is None
 
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        except BaseException:
+            if self.rundir is not None:
+                self.rundir.abort()  # a start that failed before its first checkpoint leaves the old run as it was
+            raise
+
+    def _run(self) -> TrainResult:
         self._setup()
         cfg, ctx = self.cfg, self.ctx
         stopped_early = self.resume_from is not None and cfg.patience is not None and self.bad_evals >= cfg.patience
