@@ -61,11 +61,12 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step", "onecycle", "warmup_cosine", "noam")
+WARMUP_SCHEDULES = ("warmup_cosine", "noam")  # the schedules that read --warmup (and --min-lr)
 AMP = ("off", "auto", "bf16", "fp16")
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
 # What a run uses where neither the command line nor the card's recipe says (nnatlas.registry.Recipe's fields).
-DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 0}
+DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 100}
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name != "source")
 # Options that may differ when a run is resumed; every other one must equal the saved run's.
 RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience"})
@@ -130,6 +131,17 @@ class TrainConfig:
             filled["steps"] = None
         if filled.get("betas") is not None:
             filled["betas"] = tuple(filled["betas"])
+        optimizer = self.optimizer or filled.get("optimizer")
+        schedule = self.schedule or filled.get("schedule")
+        # Defaults of options that only some choices read stay unset for the others (config.json shows what was used).
+        if optimizer != "sgd" and "momentum" in filled:
+            filled["momentum"] = None
+        if optimizer == "sgd" and "betas" in filled:
+            filled["betas"] = None
+        if schedule not in WARMUP_SCHEDULES:
+            for name in ("warmup", "min_lr"):
+                if name in filled:
+                    filled[name] = None
         return dataclasses.replace(self, data=self.data or card.data, **filled)
 
     def validate(self) -> None:
@@ -163,6 +175,11 @@ class TrainConfig:
         need(self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1; got {self.limit_test}")
         need(self.seed >= 0, f"--seed must be >= 0; got {self.seed}")
         need(self.threads is None or self.threads >= 1, f"--threads must be >= 1; got {self.threads}")
+        need(self.momentum is None or self.optimizer in (None, "sgd"), f"--momentum is an option of --optimizer sgd; the run uses {self.optimizer}")
+        need(self.betas is None or self.optimizer != "sgd", "--betas is an option of --optimizer adam/adamw; the run uses sgd")
+        for name in ("warmup", "min_lr"):
+            need(getattr(self, name) is None or self.schedule in (None, *WARMUP_SCHEDULES),
+                 f"--{name.replace('_', '-')} is an option of --schedule {' or '.join(WARMUP_SCHEDULES)}; the run uses {self.schedule}")
         _device(self.device)
         self.check_task_options()
 

@@ -38,6 +38,8 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["train", "lenet", "--data", "diabetes"], "model 'lenet' (classification) cannot train on data set 'diabetes' (regression); data sets that fit: "),
         (["train", "linear_regression", "--data", "digits"], "(regression) cannot train on data set 'digits' (classification)"),
         (["train", "linear_regression", "--no-augment"], "--augment is not an option of the regression task that linear_regression trains (its options: --image-size)"),
+        (["train", "lenet", "--momentum", "0.5"], "--momentum is an option of --optimizer sgd; the run uses adam"),
+        (["train", "lenet", "--warmup", "10"], "--warmup is an option of --schedule warmup_cosine or noam; the run uses onecycle"),
         (["train", "lenet", "--image-size", "64"], None),  # lenet's config takes image_size: this one is fine
         (["train", "lenet", "--resume"], "there is no run to resume"),
         (["eval", "nowhere"], "not a run folder"),
