@@ -56,6 +56,7 @@ class GCNConfig:
     dropout: float = 0.5
     normalize: bool = True  # False: seed 004's A H W, no self-loops, no normalisation
     improved: bool = False  # A + 2I instead of A + I
+    cached: bool = False  # normalise the first call's graph once and reuse it (a fixed graph, as PyG's cached=True)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -72,7 +73,7 @@ class GCN(nn.Module):
         super().__init__()
         self.config = c = config
         self.name = "GCN" if c.normalize else "GNN"
-        layer = dict(improved=c.improved, add_self_loops=c.normalize, normalize=c.normalize)
+        layer = dict(improved=c.improved, add_self_loops=c.normalize, normalize=c.normalize, cached=c.cached)
         self.conv1 = GCNConv(c.in_features, c.hidden, **layer)
         self.conv2 = GCNConv(c.hidden, c.num_classes, **layer)
         self.dropout = nn.Dropout(c.dropout)

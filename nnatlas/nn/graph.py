@@ -110,22 +110,28 @@ def gcn_norm(
         edge_weight = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
     if add_self_loops:
         fill = 2.0 if improved else 1.0  # A + 2I with improved=True
-        is_loop = edge_index[0] == edge_index[1]
         nodes = torch.arange(N, device=edge_index.device)
         loop_weight = torch.full((N,), fill, dtype=edge_weight.dtype, device=edge_weight.device)
-        loop_weight = loop_weight.index_put((edge_index[0][is_loop],), edge_weight[is_loop])  # existing loops keep theirs
-        edge_index = torch.cat([edge_index[:, ~is_loop], torch.stack([nodes, nodes])], dim=1)  # (2, E')
-        edge_weight = torch.cat([edge_weight[~is_loop], loop_weight])  # (E',)
+        is_loop = edge_index[0] == edge_index[1]
+        if bool(is_loop.any()):  # existing loops keep their weight (most graphs have none: skip the masking)
+            loop_weight = loop_weight.index_put((edge_index[0][is_loop],), edge_weight[is_loop])
+            edge_index, edge_weight = edge_index[:, ~is_loop], edge_weight[~is_loop]
+        edge_index = torch.cat([edge_index, torch.stack([nodes, nodes])], dim=1)  # (2, E')
+        edge_weight = torch.cat([edge_weight, loop_weight])  # (E',)
     source, target = edge_index
     deg = edge_weight.new_zeros(N).index_add(0, target, edge_weight)  # D_ii = sum_j A_hat_ij
-    deg_inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)  # isolated nodes without loops: 0, not inf
-    return edge_index, deg_inv_sqrt[source] * edge_weight * deg_inv_sqrt[target]  # A_hat_ij / sqrt(d_i d_j)
+    deg_inv_sqrt = deg.rsqrt().masked_fill(deg == 0, 0.0)  # isolated nodes without loops: 0, not inf
+    # A_hat_ij / sqrt(d_i d_j), gathered with index_select (cheaper backward than advanced indexing)
+    return edge_index, deg_inv_sqrt.index_select(0, source) * edge_weight * deg_inv_sqrt.index_select(0, target)
 
 
 class GCNConv(nn.Module):
     """H' = D^-1/2 (A + I) D^-1/2 H W + b (Kipf & Welling, 2017); mirrors PyG's ``GCNConv``.
 
-    Parameters as PyG holds them: ``lin.weight`` (F', F) and ``bias`` (F',).
+    Parameters as PyG holds them: ``lin.weight`` (F', F) and ``bias`` (F',). ``cached=True``
+    (as PyG's) checks and normalises the graph of the first call once and reuses it on every
+    later call, whatever adjacency is passed: for a fixed graph (transductive training, Cora);
+    :meth:`reset_cache` forgets it.
     ``normalize=False`` aggregates with the raw weights, A H W + b (then self-loops are not
     added, and ``add_self_loops=True`` is refused, as in PyG).
     """
@@ -138,6 +144,7 @@ class GCNConv(nn.Module):
         add_self_loops: bool = True,
         normalize: bool = True,
         bias: bool = True,
+        cached: bool = False,
     ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
@@ -146,6 +153,8 @@ class GCNConv(nn.Module):
             raise ValueError("GCNConv: add_self_loops=True needs normalize=True (self-loops are added by the normalisation)")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.improved, self.add_self_loops, self.normalize = improved, add_self_loops, normalize
+        self.cached = cached
+        self._cached_graph: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (edge_index, weight) after gcn_norm
         self.lin = nn.Linear(in_channels, out_channels, bias=False)  # W, stored (F', F)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.reset_parameters()
@@ -155,25 +164,41 @@ class GCNConv(nn.Module):
         nn.init.xavier_uniform_(self.lin.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        self._cached_graph = None
+
+    def reset_cache(self) -> None:
+        """Forget the normalised graph kept with ``cached=True`` (call it when the graph changes)."""
+        self._cached_graph = None
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, improved={self.improved}, "
-            f"add_self_loops={self.add_self_loops}, normalize={self.normalize}, bias={self.bias is not None}"
+            f"add_self_loops={self.add_self_loops}, normalize={self.normalize}, bias={self.bias is not None}, "
+            f"cached={self.cached}"
         )
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, F), adjacency (N, N) dense/sparse or edge_index (2, E) [+ edge_weight (E,)] -> (N, F')."""
         check_input(x, ("N", self.in_channels), model="GCNConv", name="x")
         N = x.shape[0]
-        edge_index, edge_weight = to_edge_index(adjacency, N, edge_weight)
-        if self.normalize:
-            edge_index, edge_weight = gcn_norm(
-                edge_index, edge_weight, N, improved=self.improved, add_self_loops=self.add_self_loops, dtype=x.dtype
-            )
+        if self._cached_graph is not None:  # cached=True: the graph of the first call, checked and normalised then
+            edge_index, edge_weight = self._cached_graph
+        else:
+            edge_index, edge_weight = to_edge_index(adjacency, N, edge_weight)
+            if self.normalize:
+                edge_index, edge_weight = gcn_norm(
+                    edge_index, edge_weight, N, improved=self.improved, add_self_loops=self.add_self_loops,
+                    dtype=x.dtype,
+                )
+            if self.cached:
+                self._cached_graph = (edge_index, edge_weight)
         h = self.lin(x)  # (N, F'): H W first, the cheaper order when F' < F
         source, target = edge_index
-        messages = h[source] if edge_weight is None else h[source] * edge_weight[:, None].to(h.dtype)  # (E', F')
+        # index_select, not h[source]: its backward is an index_add, where advanced indexing's is an
+        # index_put with accumulate (slower on CPU)
+        messages = h.index_select(0, source)  # (E', F'): h_j for every edge j -> i
+        if edge_weight is not None:
+            messages = messages * edge_weight[:, None].to(h.dtype)  # A_hat_ij / sqrt(d_i d_j) h_j
         out = h.new_zeros(N, self.out_channels).index_add(0, target, messages)  # (N, F'): sum over neighbours
         if self.bias is not None:
             out = out + self.bias
@@ -194,6 +219,7 @@ class GCNConv(nn.Module):
             add_self_loops=module.add_self_loops,
             normalize=module.normalize,
             bias=module.bias is not None,
+            cached=bool(getattr(module, "cached", False)),
         ).to(device=w.device, dtype=w.dtype)
         layer.load_state_dict(module.state_dict())
         layer.train(module.training)
