@@ -611,6 +611,7 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.resume_from is None:
                 _write_json(self.run_dir / "config.json", self._config_doc())
+                self.task.save(self.run_dir)  # tokenizers beside the weights
                 if cfg.report:
                     self._report()
             else:
@@ -957,8 +958,9 @@ def load(run_dir: str | Path, *, weights: str = "best", device: str = "cpu", bun
     task_cls = task_class(plan.task, model=plan.model)
     task = task_cls.from_plan(plan, bundle, doc.get("task_options", {}))
     task.run_dir = run_dir  # tasks that saved files (tokenizers) read them from here
+    task.restore(run_dir)
     dev = _device(device)
-    model = nnatlas.create(plan.model, **plan.overrides)
+    model = task.build_model()
     ckpt.load_weights(path, model, model_name=plan.model)
     model.to(dev).eval()
     return Trained(model=model, task=task, plan=plan, config=saved, inference=task.inference(), run_dir=run_dir, weights=weights)

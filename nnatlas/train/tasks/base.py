@@ -171,6 +171,21 @@ class Task:
         """What a trained model needs to be used (``nnatlas.load``): normalisation, vocabulary, ..."""
         return {}
 
+    # -- files beside the weights, and the module that is trained ----------------------------------
+
+    def save(self, run_dir: Path) -> list[Path]:
+        """Write what the run needs besides its weights and config.json (tokenizers) into ``run_dir``;
+        the trainer calls it once, when a new run starts (rank 0). Returns the files written."""
+        return []
+
+    def restore(self, run_dir: Path) -> None:
+        """Read back what :meth:`save` wrote (``nnatlas.load`` calls it right after :meth:`from_plan`)."""
+
+    def build_model(self) -> nn.Module:
+        """The module a saved run's weights belong to (``nnatlas.load``): the registered model with the
+        plan's overrides, unless the task trains it under a head of its own (BERT's masked-LM head)."""
+        return nnatlas.create(self.plan.model, **self.plan.overrides)
+
 
 _TASKS: dict[str, type[Task]] = {}
 
