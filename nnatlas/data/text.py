@@ -177,6 +177,7 @@ def _multi30k(ctx: LoadContext, *, src: str = "en", tgt: str = "de", max_len: in
         "src_vocab_size": len(src_vocab), "tgt_vocab_size": len(tgt_vocab), "truncated": truncated,
         "val": splits["val"], "test_sources": raw["test_2016_flickr"][src],
         "test_references": raw["test_2016_flickr"][tgt],
+        "sentences": raw,  # split -> language -> the raw lines (subword tokenizers train on these)
         "tokenizer": r"lower-cased re.findall(r'\w+|[^\w\s]')", "min_freq": min_freq,
         "split": "29,000 train / 1,014 val / 1,000 test (test_2016_flickr) sentence pairs",
         "source": "https://github.com/multi30k/dataset (data/task1/raw)",
