@@ -9,6 +9,7 @@ removed and the old file, if any, is untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 def _umask() -> int:
@@ -55,6 +59,11 @@ def atomic_open(path: str | os.PathLike, *, suffix: str = ".part") -> Iterator[B
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk says which file it could not write (the old one is untouched)
+        if err.filename is None and err.errno in _STORAGE_ERRNOS:
+            raise type(err)(err.errno, f"cannot write {path}: {err.strerror} (its previous version, if any, "
+                                       f"is untouched)") from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # renamed away on success; partial on failure

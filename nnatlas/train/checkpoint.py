@@ -15,6 +15,15 @@ Loading reads each file once, checks its sha256 against the manifest, and parses
 tensors with ``safetensors`` (no pickle; a file that is not safetensors is refused before any
 parsing), the rest with ``json``. A checkpoint whose hashes do not match, whose format tag is
 foreign, or whose model differs is refused with :class:`CheckpointError`.
+
+Hashes only prove that the files are the ones the manifest names; a JSON edited and re-hashed
+passes them. So the caller also checks every field of the state against its own run
+(:func:`check_state` with a schema of :class:`Field`) and the optimizer tensors against the
+parameters (:func:`check_optimizer_fits`) before the first step uses them.
+
+Clean-up never follows a link: a ``checkpoints/`` folder that is a symbolic link, or a manifest
+member that resolves outside the run folder, is refused; :func:`remove_orphans` deletes the
+temporary ``.part`` files a crash left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +59,12 @@ __all__ = [
     "load_model_state",
     "optimizer_to_parts",
     "optimizer_from_parts",
+    "check_optimizer_fits",
+    "Field",
+    "check_state",
+    "check_run_state",
+    "check_rng_tensors",
+    "remove_orphans",
     "MANIFEST",
 ]
 
@@ -208,6 +225,167 @@ def optimizer_from_parts(opt: torch.optim.Optimizer, tensors: Mapping[str, torch
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def check_optimizer_fits(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], plain: Mapping[str, Any],
+                         what: str) -> None:
+    """Refuse optimizer state that does not fit ``opt``'s parameters (before any step uses it).
+
+    The groups must hold as many parameters as ``opt``'s; every per-parameter tensor with
+    dimensions (momentum, Adam's moments) must have its parameter's shape; scalars (``step``)
+    must be scalars; parameter ids must exist.
+    """
+    if not isinstance(plain, Mapping) or not isinstance(plain.get("param_groups"), list) \
+            or not isinstance(plain.get("state"), Mapping):
+        raise CheckpointError(f"{what}: the optimizer state lacks param_groups or state")
+    groups = plain["param_groups"]
+    if len(groups) != len(opt.param_groups):
+        raise CheckpointError(f"{what}: the optimizer has {len(opt.param_groups)} parameter groups; the checkpoint {len(groups)}")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, (g, ours) in enumerate(zip(groups, opt.param_groups)):
+        ids = g.get("params") if isinstance(g, Mapping) else None
+        if not isinstance(ids, list) or len(ids) != len(ours["params"]) \
+                or any(type(j) is not int or not 0 <= j < len(params) for j in ids):
+            raise CheckpointError(f"{what}: parameter group {i} does not list this model's {len(ours['params'])} parameters")
+    for pid in plain["state"]:
+        if not str(pid).isdigit() or int(pid) >= len(params):
+            raise CheckpointError(f"{what}: optimizer state for parameter {pid!r}; the model has {len(params)}")
+    for key, value in tensors.items():
+        pid, _, name = key.partition(".")
+        if not pid.isdigit() or int(pid) >= len(params):
+            raise CheckpointError(f"{what}: optimizer tensor {key!r} names no parameter (the model has {len(params)})")
+        shape = tuple(params[int(pid)].shape)
+        if value.dim() and tuple(value.shape) != shape:
+            raise CheckpointError(f"{what}: optimizer tensor {key!r} has shape {tuple(value.shape)}; its parameter has {shape}")
+        if not value.is_floating_point() and name != "step":
+            raise CheckpointError(f"{what}: optimizer tensor {key!r} is {value.dtype}; expected a floating dtype")
+
+
+@dataclass(frozen=True)
+class Field:
+    """What one field of a checkpoint's JSON state may hold: a type, bounds, ``None`` or not.
+
+    ``kind`` is ``int`` (never a bool), ``float`` (an int is fine; finite unless ``finite`` is
+    false), ``str``, ``bool``, ``list`` or ``dict``; ``low``/``high`` bound numbers (inclusive)
+    and the length of lists.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+    finite: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` does not fit (a phrase), or None."""
+        if value is None:
+            return None if self.nullable else "must not be null"
+        k = self.kind
+        if k is int:
+            ok = type(value) is int
+        elif k is float:
+            ok = type(value) in (int, float) and (not self.finite or math.isfinite(value))
+        else:
+            ok = type(value) is k
+        if not ok:
+            return f"must be {'a finite number' if k is float else k.__name__}"
+        size = len(value) if k in (list, dict, str) else value if k in (int, float) else None
+        if size is not None and ((self.low is not None and size < self.low) or (self.high is not None and size > self.high)):
+            what = "its length" if k in (list, dict, str) else "it"
+            return f"is out of range: {what} must be in [{self.low}, {self.high}]"
+        return None
+
+
+def check_state(state: Mapping[str, Any], schema: Mapping[str, Field], what: str) -> None:
+    """Refuse a checkpoint state with a missing key or a value that breaks ``schema`` (one line, the key named)."""
+    for key, spec in schema.items():
+        if key not in state:
+            raise CheckpointError(f"{what} lacks the field {key!r}; the checkpoint is incomplete or from another version")
+        why = spec.problem(state[key])
+        if why is not None:
+            raise CheckpointError(f"{what}: field {key!r} {why}; got {state[key]!r:.80}")
+
+
+def check_run_state(state: Mapping[str, Any], *, steps_per_epoch: int, total_steps: int, what: str) -> None:
+    """Check the trainer's checkpoint state against the run it is resumed into.
+
+    Every counter has its type and range (``0 <= step_in_epoch < steps_per_epoch``,
+    ``global_step <= total_steps`` and equal to ``epoch * steps_per_epoch + step_in_epoch``),
+    the history and the best evaluation agree, and the RNG states have their shapes.
+    """
+    spe = max(1, steps_per_epoch)
+    schema = {
+        "run_id": Field(str, 1, 64),
+        "world_size": Field(int, 1, 1 << 16),
+        "epoch": Field(int, 0, total_steps // spe + 1),
+        "step_in_epoch": Field(int, 0, spe - 1),
+        "global_step": Field(int, 0, total_steps),
+        "loss_sum": Field(float),
+        "loss_count": Field(int, 0),
+        "history": Field(list),
+        "best_value": Field(float, nullable=True, finite=False),
+        "best_epoch": Field(int, 0),
+        "bad_epochs": Field(int, 0),
+        "train_time": Field(float, 0),
+        "samples": Field(int, 0),
+        "optimizer": Field(dict),
+        "scheduler": Field(dict),
+        "scaler": Field(dict),
+        "rng": Field(dict),
+    }
+    check_state(state, schema, what)
+    if state["global_step"] != state["epoch"] * spe + state["step_in_epoch"]:
+        raise CheckpointError(f"{what}: global_step {state['global_step']} is not epoch {state['epoch']} x "
+                              f"{spe} steps + step_in_epoch {state['step_in_epoch']}; the counters were edited")
+    n = len(state["history"])
+    if not all(isinstance(h, dict) for h in state["history"]) or state["best_epoch"] > n or state["bad_epochs"] > n:
+        raise CheckpointError(f"{what}: the history ({n} evaluations) does not agree with best_epoch "
+                              f"{state['best_epoch']} and bad_epochs {state['bad_epochs']}")
+    py, np_ = state["rng"].get("python"), state["rng"].get("numpy")
+    if not (isinstance(py, list) and len(py) == 3 and type(py[0]) is int and isinstance(py[1], list) and len(py[1]) == 625
+            and all(type(v) is int and 0 <= v < 2**32 for v in py[1]) and (py[2] is None or type(py[2]) is float)):
+        raise CheckpointError(f"{what}: rng.python is not a Python random state")
+    if not (isinstance(np_, list) and len(np_) == 4 and np_[0] == "MT19937" and type(np_[1]) is int
+            and 0 <= np_[1] <= 624 and type(np_[2]) is int and type(np_[3]) in (int, float)):
+        raise CheckpointError(f"{what}: rng.numpy is not a NumPy random state")
+
+
+def check_rng_tensors(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """The RNG tensors the trainer saves: torch's state (uint8, its length) and NumPy's key (624 values)."""
+    want = torch.get_rng_state()
+    got = tensors.get("rng.torch")
+    if got is None or got.dtype != want.dtype or got.shape != want.shape:
+        raise CheckpointError(f"{what}: rng.torch is not a torch generator state ({want.dtype} {tuple(want.shape)})")
+    np_key = tensors.get("rng.numpy")
+    if np_key is None or np_key.shape != (624,) or np_key.is_floating_point():
+        raise CheckpointError(f"{what}: rng.numpy is not a NumPy MT19937 key (624 integers)")
+
+
+def _checkpoint_dir(run_dir: Path) -> Path:
+    """``run_dir/checkpoints``, refused when it is a link (clean-up would delete files elsewhere)."""
+    folder = run_dir / CHECKPOINT_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise CheckpointError(f"{folder} is a link or not a folder; nnatlas writes and cleans checkpoints only in a real "
+                              f"folder inside the run, so it refuses to touch it (remove the link)")
+    return folder
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Delete the temporary ``.*.part`` files an interrupted write left in ``run_dir`` and its
+    ``checkpoints/`` folder; returns them. Links are not followed and never deleted through."""
+    run_dir = Path(run_dir)
+    removed: list[Path] = []
+    for folder in (run_dir, _checkpoint_dir(run_dir)):
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".part") and entry.is_file(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d unfinished temporary file(s) from an earlier crash in %s", len(removed), run_dir)
+    return removed
+
+
 def _pair_names(step: int) -> tuple[str, str]:
     stem = f"{CHECKPOINT_DIR}/step-{step:09d}"
     return f"{stem}.safetensors", f"{stem}.json"
@@ -225,6 +403,7 @@ def save_checkpoint(run_dir: Path, *, model_name: str, step: int, tensors: Mappi
     manifest no longer names it.
     """
     run_dir = Path(run_dir)
+    folder = _checkpoint_dir(run_dir)
     st_name, js_name = _pair_names(step)
     st_bytes = st_save(_cpu_tensors(tensors), metadata={"format": FORMAT, "version": str(VERSION), "model": model_name})
     doc = {"format": FORMAT, "version": VERSION, "model": model_name, "step": step, **state}
@@ -242,9 +421,9 @@ def save_checkpoint(run_dir: Path, *, model_name: str, step: int, tensors: Mappi
     }
     atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     keep = {run_dir / st_name, run_dir / js_name}
-    for old in (run_dir / CHECKPOINT_DIR).glob("step-*"):
+    for old in folder.glob("step-*"):
         if old not in keep:
-            old.unlink(missing_ok=True)
+            old.unlink(missing_ok=True)  # unlink removes a link itself, never its target
     return run_dir / MANIFEST
 
 
@@ -267,7 +446,11 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
 def _safe_member(run_dir: Path, rel: object) -> Path:
     if not isinstance(rel, str) or not rel.startswith(CHECKPOINT_DIR + "/") or ".." in Path(rel).parts:
         raise CheckpointError(f"{run_dir / MANIFEST} names a file outside {CHECKPOINT_DIR}/: {rel!r}")
-    return run_dir / rel
+    _checkpoint_dir(run_dir)
+    path = run_dir / rel
+    if path.is_symlink():
+        raise CheckpointError(f"checkpoint file {path} is a link; refusing to read through it")
+    return path
 
 
 def load_checkpoint(run_dir: Path, *, model_name: str) -> Checkpoint:
@@ -298,6 +481,8 @@ def load_checkpoint(run_dir: Path, *, model_name: str) -> Checkpoint:
         state = json.loads(blobs["state"])
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{run_dir / manifest['state']} is not valid JSON: {err}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{run_dir / manifest['state']} holds {type(state).__name__}, not a JSON object")
     if state.get("format") != FORMAT or state.get("model") != model_name or state.get("step") != manifest.get("step"):
         raise CheckpointError(f"{run_dir / manifest['state']} does not belong with the manifest (format, model or step differ)")
     return Checkpoint(tensors=tensors, state=state, path=run_dir / manifest["state"])
