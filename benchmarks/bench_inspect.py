@@ -7,7 +7,7 @@ For each model (built once with ``nnatlas.create``, real weights on the CPU; inp
 or 1x128 token ids for BERT) it times, median of ``--repeats``:
 
 - table:   ``str(nnatlas.summary(model, x, depth))`` vs ``str(torchinfo.summary(model, input_data=x, depth))``
-- graph:   ``nnatlas.diagram(model, x, depth, blocks=False).dot`` vs
+- graph:   ``nnatlas.diagram(model, x, depth, blocks=False).dot()`` vs
            ``torchview.draw_graph(model, input_data=x, depth).visual_graph.source``
 - render:  ``dot -Tsvg`` on each of those two DOT texts
 - and the default drawing (depth 1 plus one drawing per block type) rendered to SVG in total.
@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         d = args.depth
         t_ours = median_time(lambda: str(nnatlas.summary(model, x, depth=d)), args.repeats)
         t_info = median_time(lambda: str(torchinfo.summary(model, input_data=x, depth=d, verbose=0)), args.repeats)
-        ours_dot = nnatlas.diagram(model, x, depth=d, blocks=False).dot
+        ours_dot = nnatlas.diagram(model, x, depth=d, blocks=False).dot()
         view_dot = torchview.draw_graph(model, input_data=x, depth=d).visual_graph.source
-        g_ours = median_time(lambda: nnatlas.diagram(model, x, depth=d, blocks=False).dot, args.repeats)
+        g_ours = median_time(lambda: nnatlas.diagram(model, x, depth=d, blocks=False).dot(), args.repeats)
         g_view = median_time(lambda: torchview.draw_graph(model, input_data=x, depth=d).visual_graph.source, args.repeats)
         r_ours = _render_median(ours_dot, args.repeats)
         r_view = _render_median(view_dot, args.repeats)
         default = nnatlas.diagram(model, x)
-        texts = [default.dot] + [b.dot for b in default.blocks]
+        texts = [default.dot()] + [b.dot() for b in default.blocks]
         r_default = median_time(lambda: [_render(t) for t in texts], args.repeats)
         rows.append((name, t_ours, t_info, g_ours, g_view, r_ours, r_view, r_default, len(texts)))
         print(f"{name}: done", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ import torch
 
 import nnatlas
 from nnatlas.inspect.diagram import FORMATS, diagram
+from nnatlas.inspect.render import LANGS
 from nnatlas.inspect.summary import summary
 
 __all__ = ["add_show_parser", "add_draw_parser", "parse_shape"]
@@ -71,7 +72,8 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"cannot write {out}: directory {out.parent} is not writable")
     inputs = _input(args.name, args.input)
-    drawing = diagram(args.name, inputs, depth=_depth(args.depth), blocks=not args.no_blocks, lang=args.lang)
+    drawing = diagram(args.name, inputs, depth=_depth(args.depth), blocks=not args.no_blocks, lang=args.lang,
+                      bare_shapes=args.bare_shapes)
     for path in drawing.render_all(out, fmt):
         print(path)
     return 0
@@ -89,7 +91,7 @@ def add_show_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def add_draw_parser(sub: Any) -> argparse.ArgumentParser:
-    """``nnatlas draw NAME -o FILE [--format svg|png|pdf|dot] [--depth N] [--no-blocks] [--lang zh]``."""
+    """``nnatlas draw NAME -o FILE [--format svg|png|pdf|dot] [--depth N] [--no-blocks] [--lang zh] [--bare-shapes]``."""
     p = sub.add_parser("draw", help="draw a model's diagram (and one per block type) with Graphviz")
     p.add_argument("name", help="a registered model (nnatlas list)")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -98,6 +100,9 @@ def add_draw_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="SHAPE", help="input shape with the batch, e.g. 1,3,64,64")
     p.add_argument("--depth", type=int, default=1, help="levels of blocks opened; 0 opens every level (default 1)")
     p.add_argument("--no-blocks", action="store_true", help="draw only the main diagram")
-    p.add_argument("--lang", default="en", metavar="en|zh", help="zh labels input and output 输入/输出")
+    p.add_argument("--lang", default="en", metavar="|".join(LANGS), help="zh writes every descriptive label in Chinese "
+                   "(layer type names stay as the seeds write them)")
+    p.add_argument("--bare-shapes", action="store_true", help="write shapes as [B, 64, 56, 56] instead of the "
+                   "default [B, C=64, H=56, W=56]")
     p.set_defaults(func=_cmd_draw)
     return p

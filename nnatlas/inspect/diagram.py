@@ -12,17 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from nnatlas._io import atomic_write_bytes
 from nnatlas.inspect.graph import Graph, block_scopes, build_graph
-from nnatlas.inspect.render import Style, to_dot
-from nnatlas.inspect.trace import Trace, trace_model
+from nnatlas.inspect.render import LANGS, Href, Style, to_dot
+from nnatlas.inspect.trace import Recurrence, Trace, trace_model
+from nnatlas.inspect.trace import trace as trace_fn
 
 __all__ = ["Diagram", "diagram", "GraphvizMissingError", "write_atomic"]
 
@@ -43,26 +44,34 @@ class GraphvizMissingError(OSError):
 
 @dataclass
 class Diagram:
-    """One drawing: ``.dot`` is its Graphviz source, ``.blocks`` the drawings of its block types."""
+    """One drawing: ``.dot()`` is its Graphviz source, ``.blocks`` the drawings of its block types.
+
+    ``lang`` and ``href`` given to :meth:`dot`, :meth:`render` and :meth:`render_all` override
+    the diagram's own language (``lang=None``: the one it was made with, ``"en"`` by default);
+    ``href(block_name)`` returns the URL a block box links to in SVG (or None or ""), ``block_name``
+    being the ``.name`` of a drawing in ``.blocks``, as :meth:`render_all` uses it in file names
+    (``"BasicBlock"``, ``"LSTMCell"``).
+    """
 
     name: str
     graph: Graph
     style: Style = Style()
     lang: str = "en"
-    blocks: list[Diagram] = field(default_factory=list)
+    blocks: list[Diagram] = field(default_factory=list)  # one per block type and recurrent cell, in call order
 
-    @cached_property
-    def dot(self) -> str:
-        return to_dot(self.graph, self.style, self.lang)
+    def dot(self, lang: str | None = None, href: Href | None = None) -> str:
+        """The Graphviz DOT text of this drawing."""
+        return to_dot(self.graph, self.style, lang or self.lang, href)
 
     def __str__(self) -> str:
-        return self.dot
+        return self.dot()
 
     def __repr__(self) -> str:
         return (f"Diagram({self.name!r}, nodes={len(self.graph.nodes)}, edges={len(self.graph.edges)}, "
                 f"blocks={[b.name for b in self.blocks]})")
 
-    def render(self, path: str | os.PathLike, format: str | None = None) -> Path:
+    def render(self, path: str | os.PathLike, format: str | None = None, lang: str | None = None,
+               href: Href | None = None) -> Path:
         """Write this drawing to ``path`` as svg, png, pdf or dot (default: the path's suffix, else svg).
 
         ``dot`` lays it out (with a timeout); without Graphviz the DOT text is written beside
@@ -75,17 +84,18 @@ class Diagram:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+        text = self.dot(lang, href)
         if fmt == "dot":
-            atomic_write_bytes(path, self.dot.encode())
+            atomic_write_bytes(path, text.encode())
             return path
         exe = _find_dot()
         if exe is None:
             fallback = path.with_suffix(".dot")
-            atomic_write_bytes(fallback, self.dot.encode())
+            atomic_write_bytes(fallback, text.encode())
             raise GraphvizMissingError(f"Graphviz's dot is not on PATH, so {path} was not rendered; "
                                        f"the DOT text is in {fallback}; {_INSTALL}")
         try:
-            done = subprocess.run([exe, f"-T{fmt}"], input=self.dot.encode(), capture_output=True,
+            done = subprocess.run([exe, f"-T{fmt}"], input=text.encode(), capture_output=True,
                                   timeout=DOT_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             raise OSError(f"dot took longer than {DOT_TIMEOUT_S} s to lay out {self.name}; "
@@ -95,30 +105,74 @@ class Diagram:
         atomic_write_bytes(path, done.stdout)
         return path
 
-    def render_all(self, path: str | os.PathLike, format: str | None = None) -> list[Path]:
+    def render_all(self, path: str | os.PathLike, format: str | None = None, lang: str | None = None,
+                   href: Href | None = None) -> list[Path]:
         """Render this drawing to ``path`` and each block type beside it (``<stem>_<Block>.<format>``)."""
         path = Path(path)
         fmt = (format or path.suffix.lstrip(".") or "svg").lower()
-        written = [self.render(path, fmt)]
+        written = [self.render(path, fmt, lang, href)]
         for block in self.blocks:
-            written.append(block.render(path.with_name(f"{path.stem}_{block.name}.{fmt}"), fmt))
+            written.append(block.render(path.with_name(f"{path.stem}_{block.name}.{fmt}"), fmt, lang, href))
         return written
 
 
+def _cell_trace(rec: Recurrence, batch: int) -> Trace:
+    """A trace of one cell of a recurrent stack on (B, I): its gates, whatever path the stack runs."""
+    from nnatlas.nn import recurrent
+
+    kwargs = {"nonlinearity": rec.nonlinearity} if rec.cell == "RNNCell" and rec.nonlinearity else {}
+    with torch.device("meta"):
+        cell = getattr(recurrent, rec.cell)(rec.input_size, rec.hidden_size, **kwargs)
+        x, h = torch.zeros(batch, rec.input_size), torch.zeros(batch, rec.hidden_size)
+    state = (h, torch.zeros_like(h)) if rec.cell == "LSTMCell" else h
+    return trace_fn(cell, (x, state), name=rec.cell)
+
+
+def _inside_trace(trace: Trace, path: str, rebuild: tuple[str, tuple, tuple]) -> Trace | None:
+    """A trace of a fresh copy of a layer counted as one box (attention), on the shapes its first call read."""
+    import nnatlas.nn
+
+    call = next((c for c in trace.calls if c.kind == "module" and c.path == path), None)
+    if call is None or len(call.inputs) < 3:
+        return None
+    cls, args, kwargs = rebuild
+    with torch.device("meta"):
+        module = getattr(nnatlas.nn, cls)(*args, **dict(kwargs))
+    inputs = tuple(torch.zeros(trace.shape(t), device="meta") for t in call.inputs[:3])  # query, key, value
+    return trace_fn(module, inputs, name=cls, batched=trace.batch_size is not None, kwargs={"need_weights": False})
+
+
 def diagram(model_or_name: nn.Module | str | Trace, input: Any = None, depth: int | None = 1, blocks: bool = True,
-            lang: str = "en", style: Style | None = None) -> Diagram:
+            lang: str = "en", style: Style | None = None, bare_shapes: bool = False) -> Diagram:
     """The diagram of a registered model (by name) or of a module on ``input``.
 
     ``depth`` is how many levels of blocks are opened (``None``: all); ``blocks=True`` adds
-    one diagram per distinct block type (class plus structure), each one level deep.
-    ``lang="zh"`` labels input and output 输入/输出 and uses a CJK font.
+    one diagram per distinct block type (class plus structure), each one level deep, and one
+    per recurrent cell (its gates, traced on one step). ``lang="zh"`` translates every
+    descriptive label and uses a CJK font; ``bare_shapes=True`` drops the axis names.
     """
-    if lang not in ("en", "zh"):
-        raise ValueError(f"lang must be 'en' or 'zh'; got {lang!r}")
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {', '.join(repr(x) for x in LANGS)}; got {lang!r}")
     trace = trace_model(model_or_name, input)
     style = style or Style()
+    if bare_shapes:
+        style = replace(style, axis_names=False)
     main = Diagram(trace.name, build_graph(trace, 0, depth), style, lang)
     if blocks:
         for name, index in block_scopes(trace):
             main.blocks.append(Diagram(name, build_graph(trace, index, 1, name=name), style, lang))
+        cells = {}
+        for info in trace.modules.values():
+            if info.path and info.recurrence is not None and info.recurrence.cell not in cells:
+                cells[info.recurrence.cell] = info.recurrence
+        for info in trace.modules.values():
+            if info.path and info.rebuild is not None and info.rebuild[0] not in {b.name for b in main.blocks}:
+                inside = _inside_trace(trace, info.path, info.rebuild)
+                if inside is not None:
+                    main.blocks.append(Diagram(info.rebuild[0], build_graph(inside, 0, 1, name=info.rebuild[0]),
+                                               style, lang))
+        for name, rec in cells.items():
+            if name not in {b.name for b in main.blocks}:
+                cell = build_graph(_cell_trace(rec, trace.batch_size or 1), 0, 1, name=name)
+                main.blocks.append(Diagram(name, cell, style, lang))
     return main

@@ -16,7 +16,8 @@ Operations on the plain :class:`~nnatlas.inspect.trace.Trace`, no second run of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from nnatlas.inspect.labels import layer_title, op_title
 from nnatlas.inspect.trace import Call, Shape, Trace
@@ -32,7 +33,7 @@ class Node:
     """A box of the diagram: an input, an output, a layer, a block or an operation."""
 
     id: str
-    kind: str  # "input", "output", "layer", "block" or "op"
+    kind: str  # "input", "output", "layer", "block", "op", "formula" (named operations) or "tensor"
     title: str
     detail: str = ""  # hyper-parameters, written inside [...]
     path: str = ""
@@ -42,6 +43,11 @@ class Node:
     steps: int = 1  # calls of one module from one place (a recurrent cell)
     macs: int = 0
     params: int = 0
+    tensor: int | None = None  # inputs, outputs and tensor nodes: the trace's tensor id
+    label: str = ""  # the name a model gave the tensor ("F[t]"), see nnatlas.nn.names
+    desc: str = ""  # what it is ("forget gate"), translated by the renderer
+    dims: str | None = None  # axis letters ("B T V") the model gave
+    block: str = ""  # the block diagram this box is drawn in ("BasicBlock", "LSTMCell")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,9 @@ class Edge:
     src: str
     dst: str
     shape: Shape | None = None
-    label: str = ""  # "x T" on the recurrent edge of a loop
+    label: str = ""  # "x T" on the recurrent edge of a loop; "embedding.weightᵀ" on a tied weight
+    tensor: int | None = None  # the trace's tensor id carried ("" edges of tied weights carry none)
+    style: str = ""  # "dashed" for a tied weight
 
 
 @dataclass
@@ -243,7 +251,7 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
     for n, t in inputs:
         nid = new_id(n)
         source[t] = nid
-        graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t)))
+        graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t), tensor=t))
 
     def add(unit: _Unit) -> None:
         first, last = trace.calls[unit.calls[0]], trace.calls[unit.calls[-1]]
@@ -260,27 +268,47 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
                 title, detail = f"{title}({first.args})", ""
             node_id = new_id(f"{first.path}:{first.type}")
             params = 0
+            block, steps = "", (len(unit.calls) if unit.kind == "loop" else 1)
         else:
             info = trace.modules[first.path]
             composite = _composite(trace, first)
             kind = "block" if composite else "layer"
             title = info.type if composite else layer_title(info.type)
-            detail = _in_out(in_shape, out_shape) if composite else info.label
+            detail = (info.extra or _in_out(in_shape, out_shape)) if composite else info.label
+            block = info.type if composite else ""
+            steps = len(unit.calls) if unit.kind == "loop" else 1
+            rec = info.recurrence
+            if info.rebuild is not None:
+                block = info.rebuild[0]  # drawn inside by a trace of its own (attention)
+            if rec is not None:
+                block = rec.cell
+            if rec is not None and rec.stack and in_shape is not None and len(in_shape) >= 2:
+                # a recurrent stack: its cell stepped T times, as the seeds draw it (the cell's own diagram
+                # comes from a trace of the cell, so the fused and the loop path draw the same)
+                title = rec.cell + (f" x {rec.num_layers}" if rec.num_layers > 1 else "")
+                detail = ", ".join([f"{rec.input_size}, {rec.hidden_size}"]
+                                   + (["bidirectional"] if rec.bidirectional else []))
+                steps = in_shape[-3 if rec.batch_first is False and len(in_shape) == 3 else -2]
+                block = rec.cell
             if unit.kind == "run":
                 title = f"{title} x {unit.repeat}"
             node_id = new_id(first.path)
             members = {trace.calls[c].path for c in unit.calls if trace.calls[c].kind == "module"}
             params = sum(trace.modules[p].params for p in members)
         graph.nodes.append(Node(node_id, kind, title, detail, first.path, in_shape, out_shape,
-                                repeat=unit.repeat, steps=len(unit.calls) if unit.kind == "loop" else 1,
-                                macs=macs, params=params))
+                                repeat=unit.repeat, steps=steps, macs=macs, params=params, block=block))
+        if steps > 1 and first.kind == "module" and trace.modules[first.path].recurrence is not None:
+            graph.edges.append(Edge(node_id, node_id, label=f"x {steps}"))  # the stack's time loop
         first_call[node_id] = unit.calls[0]
         for c in unit.calls:
             for d in trace.descendants(c):
                 vis[d] = node_id
                 inst[d] = c
 
+    expanded = {scope}  # calls opened in this graph: names given inside them are drawn
+
     def expand(index: int, level: int) -> None:
+        expanded.add(index)
         for unit in _units(trace, _items(trace, index)):
             call = trace.calls[unit.calls[0]]
             if unit.kind == "single" and _composite(trace, call) and (depth is None or level < depth):
@@ -299,7 +327,7 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
     def connect(src: str, dst: str, tid: int, label: str = "") -> None:
         if (src, dst) not in seen:
             seen.add((src, dst))
-            graph.edges.append(Edge(src, dst, trace.shape(tid), label))
+            graph.edges.append(Edge(src, dst, trace.shape(tid), label, tid))
 
     for d in sorted(trace.descendants(scope)):  # call order, so the DOT text reads as the forward runs
         call = trace.calls[d]
@@ -323,14 +351,140 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
         (f"output[{k}]" if len(top.outputs) > 1 else "output", t) for k, t in enumerate(top.outputs)]
     for n, t in outputs:
         nid = new_id(n)
-        graph.nodes.append(Node(nid, "output", n, in_shape=trace.shape(t), out_shape=trace.shape(t)))
+        graph.nodes.append(Node(nid, "output", n, in_shape=trace.shape(t), out_shape=trace.shape(t), tensor=t))
         producer = trace.tensors[t].producer
         if t in source:
             connect(source[t], nid, t)
         elif producer in vis:
             connect(vis[producer], nid, t)
     _prune_dead_ops(graph)
+    _tied_edges(graph, trace, vis)
+    _apply_names(graph, trace, expanded)
     return graph
+
+
+def _tied_edges(graph: Graph, trace: Trace, vis: dict[int, str]) -> None:
+    """A dashed edge from the module owning a weight to the operation that reads it elsewhere (tied weights)."""
+    drawn = {n.id for n in graph.nodes}
+    first = {}
+    for c in trace.calls:
+        if c.kind == "module" and c.index in vis:
+            first.setdefault(c.path, vis[c.index])
+    for owner, index, pname in trace.tied:
+        src, dst = first.get(owner), vis.get(index)
+        if src and dst and src != dst and src in drawn and dst in drawn:
+            edge = Edge(src, dst, label=f"{owner}.{pname}ᵀ", style="dashed")
+            if edge not in graph.edges:
+                graph.edges.append(edge)
+
+
+def _apply_names(graph: Graph, trace: Trace, expanded: set[int]) -> None:
+    """Draw what the model named (:func:`nnatlas.nn.names.name`): tensor nodes, and formula boxes.
+
+    A named tensor read between two boxes becomes a tensor node with its name (a named input or
+    output labels that node). A named tensor with a formula whose name was given in a call
+    opened here replaces the operations that made it with one box holding the formula: the
+    operation that made it and, going back, every operation all of whose results feed only
+    such boxes (the LSTM cell's two matrix products, their sum and the chunk into four gates
+    become four gate boxes, each reading X[t] and H[t-1]).
+    """
+    if not trace.names:
+        return
+    names = trace.names
+    nodes = {n.id: n for n in graph.nodes}
+    # named inputs and outputs
+    io: dict[int, str] = {}
+    for i, n in enumerate(graph.nodes):
+        if n.kind in ("input", "output") and n.tensor in names:
+            nm = names[n.tensor]
+            graph.nodes[i] = n = _named(n, nm)
+            nodes[n.id] = n
+        if n.kind == "output" and n.tensor is not None:
+            io.setdefault(n.tensor, n.id)
+    # named tensors between boxes: a tensor node (or the output node when the tensor is an output)
+    by_tensor: dict[tuple[str, int], list[int]] = {}
+    for k, e in enumerate(graph.edges):
+        if e.tensor in names and e.src != e.dst and nodes[e.src].kind not in ("input", "tensor"):
+            by_tensor.setdefault((e.src, e.tensor), []).append(k)
+    for (src, tid), ks in by_tensor.items():
+        if all(nodes[graph.edges[k].dst].kind == "output" and graph.edges[k].dst == io.get(tid) for k in ks):
+            continue  # only the output reads it: the output node carries the name
+        hub = io.get(tid)
+        if hub is None:
+            nm = names[tid]
+            hub = f"{src}/{nm.label or 'tensor'}"
+            graph.nodes.insert(graph.nodes.index(nodes[src]) + 1,
+                               _named(Node(hub, "tensor", "", out_shape=trace.shape(tid), tensor=tid), nm))
+            nodes[hub] = graph.nodes[graph.nodes.index(nodes[src]) + 1]
+            graph.edges.append(Edge(src, hub, trace.shape(tid), tensor=tid))
+        for k in ks:
+            e = graph.edges[k]
+            if e.dst != hub:
+                graph.edges[k] = Edge(hub, e.dst, e.shape, e.label, e.tensor, e.style)
+    _absorb_formulas(graph, trace, expanded)
+
+
+def _named(node: Node, nm: Any) -> Node:
+    shape = nm.shape if node.kind == "tensor" and nm.shape else node.out_shape
+    return replace(node, label=nm.label or "", desc=nm.desc or "", dims=nm.dims, out_shape=shape)
+
+
+def _absorb_formulas(graph: Graph, trace: Trace, expanded: set[int]) -> None:
+    nodes = {n.id: n for n in graph.nodes}
+    outs: dict[str, list[Edge]] = {}
+    for e in graph.edges:
+        if e.src != e.dst:
+            outs.setdefault(e.src, []).append(e)
+    formulas: dict[str, str] = {}  # producer node -> formula
+    for n in graph.nodes:
+        if n.kind not in ("tensor", "output") or n.tensor not in trace.names:
+            continue
+        nm = trace.names[n.tensor]
+        if not nm.formula or nm.scope not in expanded:
+            continue
+        for e in graph.edges:
+            if e.dst == n.id and e.tensor == n.tensor and nodes[e.src].kind in ("op", "layer"):
+                p = nodes[e.src]
+                if p.steps == 1 and p.repeat == 1 and e.src not in formulas:
+                    formulas[e.src] = nm.formula
+    if not formulas:
+        return
+    absorbed = set(formulas)
+    changed = True
+    while changed:
+        changed = False
+        for n in graph.nodes:
+            if n.id in absorbed or n.kind not in ("op", "layer") or n.steps > 1 or n.repeat > 1:
+                continue
+            leaving = outs.get(n.id, [])
+            if leaving and all(e.dst in absorbed for e in leaving):
+                absorbed.add(n.id)
+                changed = True
+    ins: dict[str, list[Edge]] = {}
+    for e in graph.edges:
+        if e.src != e.dst:
+            ins.setdefault(e.dst, []).append(e)
+    new_edges: list[Edge] = []
+    for p, formula in formulas.items():
+        stack, seen, reads = [p], {p}, []
+        while stack:
+            for e in ins.get(stack.pop(), []):
+                if e.src in absorbed and e.src not in formulas:
+                    if e.src not in seen:
+                        seen.add(e.src)
+                        stack.append(e.src)
+                else:
+                    reads.append(e)
+        order = {n.id: k for k, n in enumerate(graph.nodes)}
+        for e in sorted(reads, key=lambda r: order[r.src]):
+            edge = Edge(e.src, p, e.shape, e.label, e.tensor, e.style)
+            if all((x.src, x.dst) != (edge.src, edge.dst) for x in new_edges):
+                new_edges.append(edge)
+        graph.nodes[graph.nodes.index(nodes[p])] = replace(nodes[p], kind="formula", title=formula, detail="")
+    gone = absorbed - set(formulas)
+    kept = [e for e in graph.edges if e.src not in gone and e.dst not in gone and e.dst not in formulas]
+    graph.edges = kept + new_edges
+    graph.nodes = [n for n in graph.nodes if n.id not in gone]
 
 
 def _prune_dead_ops(graph: Graph) -> None:

@@ -30,8 +30,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from nnatlas.inspect.macs import function_macs, module_formula
+from nnatlas.nn import attention, recurrent
+from nnatlas.nn.names import recording
 
-__all__ = ["Call", "ModuleInfo", "TensorInfo", "Trace", "TraceError", "trace", "trace_model", "CONTAINERS"]
+__all__ = ["Call", "ModuleInfo", "Name", "TensorInfo", "Trace", "TraceError", "trace", "trace_model", "CONTAINERS"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,32 @@ class Call:
     args: str = ""  # short argument text of a function (``dim=1``)
 
 
+@dataclass(frozen=True)
+class Name:
+    """What a model said of a tensor with :func:`nnatlas.nn.names.name`, and where."""
+
+    label: str | None  # "F[t]"; None: only the axes are named
+    formula: str | None  # "σ(X[t] W_f + H[t-1] U_f + b_f)": the operations that made it, drawn as one box
+    desc: str | None  # "forget gate" (translated by the diagram's language table)
+    dims: str | None  # "B H", "B, C=64+6×32, H, W"
+    scope: int  # the module call whose forward named it
+    shape: Shape = ()  # the tensor's shape where it was named (after a transpose, which keeps the tensor id)
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A recurrent stack (``LSTM``) as the diagram draws it: one cell stepped over time."""
+
+    cell: str  # "LSTMCell"
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    nonlinearity: str | None  # RNN cells: "tanh", "relu" or "sigmoid"
+    stack: bool = True  # False for a cell module itself (stepped by the model's own loop)
+
+
 @dataclass
 class ModuleInfo:
     """A module of the model as data: what the table and the diagram need to know about it."""
@@ -114,6 +142,9 @@ class ModuleInfo:
     leaf: bool
     children: list[str]
     signature: str  # class plus structure: equal signatures draw as the same block type
+    extra: str = ""  # a block's own ``extra_repr()``: its hyper-parameters ("NLayers=6, BNSize=4, GrowthRate=32")
+    recurrence: Recurrence | None = None  # set for recurrent stacks (nnatlas.nn or torch.nn)
+    rebuild: tuple[str, tuple, tuple] | None = None  # a layer drawn inside by a trace of its own: (class, args, kwargs)
 
 
 @dataclass
@@ -131,6 +162,8 @@ class Trace:
     trainable_params: int
     param_bytes: int
     batch_size: int | None
+    names: dict[int, Name] = field(default_factory=dict)  # tensor id -> its name (the last one given)
+    tied: list[tuple[str, str, str]] = field(default_factory=list)  # (owner path, reader path, parameter name)
 
     def shape(self, tid: int) -> Shape:
         return self.tensors[tid].shape
@@ -212,6 +245,9 @@ class _Recorder(TorchFunctionMode):
         self.tid: dict[int, int] = {}  # id(tensor object) -> current tensor id
         self.stack: list[int] = []
         self.busy = False
+        self.names: dict[int, Name] = {}
+        self.params: dict[int, tuple[str, str]] = {}  # id(parameter) -> (owner module path, parameter name)
+        self.reads: list[tuple[str, int, str]] = []  # (owner path, call, parameter) read outside the owner
 
     # -- tensors -------------------------------------------------------------------------
     def produce(self, t: torch.Tensor, producer: int | None) -> int:
@@ -224,6 +260,16 @@ class _Recorder(TorchFunctionMode):
 
     def known(self, ts: list[torch.Tensor]) -> list[int]:
         return [self.tid[id(t)] for t in ts if id(t) in self.tid]
+
+    def name(self, t: torch.Tensor, label: str | None, formula: str | None, desc: str | None,
+             dims: str | None) -> None:
+        """:func:`nnatlas.nn.names.name` during the trace: remember the name of a tensor seen so far."""
+        if not isinstance(t, torch.Tensor) or id(t) not in self.tid or not self.stack or self.stack[-1] < 0:
+            return  # an unseen tensor, or inside a layer drawn as one box
+        top = self.stack[-1]
+        if self._inside_opaque(top):
+            return
+        self.names[self.tid[id(t)]] = Name(label, formula, desc, dims, top, tuple(t.shape))
 
     # -- module hooks ----------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -331,6 +377,10 @@ class _Recorder(TorchFunctionMode):
             call.args = f"{ins[1].shape[1]}, {ins[1].shape[0]}"  # [in, out] as the Linear layer is written
         call.macs = function_macs(name, args, kwargs, [tuple(t.shape) for t in outs])
         call.counted = True
+        for t in ins:  # a parameter of another module read here: a tied weight (an NLP RNN's E^T)
+            owner = self.params.get(id(t))
+            if owner is not None and owner[0] != call.path:  # drawn when the owner ran as a node of its own
+                self.reads.append((owner[0], call.index, owner[1]))
         self.calls.append(call)
         parent.children.append(call.index)
         call.outputs = [self.produce(t, call.index) for t in outs]
@@ -381,8 +431,46 @@ def _module_table(model: nn.Module) -> tuple[dict[str, ModuleInfo], dict[int, st
             leaf=leaf,
             children=[f"{path}.{n}" if path else n for n, _ in module.named_children()],
             signature=signatures[path],
+            extra=_own_extra_repr(module) if not leaf else "",
+            recurrence=_recurrence(module),
+            rebuild=_rebuild(module),
         )
     return infos, paths, opaque
+
+
+def _own_extra_repr(module: nn.Module) -> str:
+    """A block's ``extra_repr()`` when its class (not torch's) defines one: the hyper-parameters it draws."""
+    defined = type(module).extra_repr
+    if defined is nn.Module.extra_repr or (defined.__module__ or "").startswith("torch."):
+        return ""
+    return module.extra_repr()
+
+
+def _rebuild(module: nn.Module) -> tuple[str, tuple, tuple] | None:
+    """How to build a fresh copy of a layer counted as one box whose inside the diagram still draws."""
+    if isinstance(module, attention.MultiheadAttention):
+        kwargs = (("batch_first", module.batch_first), ("kdim", module.kdim), ("vdim", module.vdim))
+        return ("MultiheadAttention", (module.embed_dim, module.num_heads), kwargs)
+    return None
+
+
+def _recurrence(module: nn.Module) -> Recurrence | None:
+    """How a recurrent stack (nnatlas's or torch's ``RNN``/``LSTM``/``GRU``) steps its cell; None for others."""
+    if isinstance(module, (recurrent._Cell, nn.RNNCellBase)):
+        kind = type(module).__name__
+        if kind not in ("RNNCell", "LSTMCell", "GRUCell"):
+            return None
+        nonlinearity = getattr(module, "nonlinearity", None) if kind == "RNNCell" else None
+        return Recurrence(kind, module.input_size, module.hidden_size, 1, False, False, nonlinearity, stack=False)
+    if not isinstance(module, (recurrent._Stack, nn.RNNBase)):
+        return None
+    kind = type(module).__name__ if isinstance(module, recurrent._Stack) else module.mode.split("_")[0]
+    kind = {"LSTM": "LSTM", "GRU": "GRU", "RNN": "RNN"}.get(kind, kind)
+    nonlinearity = getattr(module, "nonlinearity", None) if kind == "RNN" else None
+    if isinstance(module, nn.RNNBase) and kind == "RNN":
+        nonlinearity = module.mode.removeprefix("RNN_").lower()
+    return Recurrence(f"{kind}Cell", module.input_size, module.hidden_size, module.num_layers,
+                      bool(module.bidirectional), bool(module.batch_first), nonlinearity)
 
 
 def _named_leaves(obj: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
@@ -435,7 +523,7 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool = True,
-          batched: bool = True, training: bool | None = None) -> Trace:
+          batched: bool = True, training: bool | None = None, kwargs: dict[str, Any] | None = None) -> Trace:
     """Run ``model(*inputs)`` once (without gradients) and record it.
 
     ``inputs`` is a tensor or a tuple of positional inputs. With ``meta=True`` the run
@@ -463,7 +551,7 @@ def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool 
     for device in attempts:
         try:
             recorder, outputs, in_named = _run(model, args, paths, opaque, on_meta=device == "meta",
-                                               training=training)
+                                               training=training, kwargs=kwargs or {})
         except (ValueError, TypeError, KeyError):
             raise
         except Exception as err:  # noqa: BLE001  (any other failure: try the real tensors, then report)
@@ -482,6 +570,8 @@ def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool 
             trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
             param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
             batch_size=shapes[0][0] if batched and shapes and len(shapes[0]) >= 2 else None,
+            names=recorder.names,
+            tied=recorder.reads,
         )
     err = errors[-1]
     message = (str(err).strip().splitlines() or [""])[0]
@@ -489,12 +579,15 @@ def trace(model: nn.Module, inputs: Any, *, name: str | None = None, meta: bool 
 
 
 def _run(model: nn.Module, args: tuple, paths: dict[int, str], opaque: set[str], *, on_meta: bool,
-         training: bool | None) -> tuple[_Recorder, Any, list[tuple[str, int]]]:
+         training: bool | None, kwargs: dict[str, Any]) -> tuple[_Recorder, Any, list[tuple[str, int]]]:
     recorder = _Recorder(paths, opaque)
     run_args = _to_meta(args) if on_meta else args
     # On meta every parameter and buffer is swapped for an empty meta tensor; on real tensors
     # the buffers are swapped for copies, so a training-mode trace leaves running statistics as they were.
     state = _meta_state(model) if on_meta else {n: b.clone() for n, b in model.named_buffers() if b is not None}
+    for n, p in model.named_parameters(remove_duplicate=False):  # the first name of a shared parameter owns it
+        owner, _, pname = n.rpartition(".")
+        recorder.params.setdefault(id(state.get(n, p)), (owner, pname))
     named_inputs = _input_names(model, run_args)
     in_named = [(n, recorder.produce(t, None)) for n, t in named_inputs]
     handles = []
@@ -505,8 +598,8 @@ def _run(model: nn.Module, args: tuple, paths: dict[int, str], opaque: set[str],
             handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True, always_call=True))
         if training is not None:
             model.train(training)
-        with torch.no_grad(), recorder:
-            outputs = torch.func.functional_call(model, state, run_args, tie_weights=True, strict=False)
+        with torch.no_grad(), recorder, recording(recorder.name):
+            outputs = torch.func.functional_call(model, state, run_args, kwargs, tie_weights=True, strict=False)
     finally:
         for h in handles:
             h.remove()

@@ -40,6 +40,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import BatchNorm2d
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
 __all__ = [
@@ -189,6 +190,7 @@ class AutoEncoder(nn.Module):
         sizes = [c.in_features, *c.hidden_sizes]  # 768, 512, 256
         self.encoder = mlp(sizes, last_activation=True)  # sigmoid after every encoder layer
         self.decoder = mlp(sizes[::-1], last_activation=False)  # 256, 512, 768: the last Linear is the output
+        self._noise_formula = f"X + {c.noise_std:g} ε,  ε ~ N(0, I)"  # the diagram's corruption box
 
     @property
     def _name(self) -> str:
@@ -199,6 +201,7 @@ class AutoEncoder(nn.Module):
         check_input(x, ("B", self.config.in_features), model=self._name, like=self)
         if self.training and self.config.noise_std > 0:
             x = x + self.config.noise_std * torch.randn_like(x)  # corrupt the input, not the target
+            x = name(x, "X̃", self._noise_formula, desc="corrupted input", dims="B D")
         code = self.encoder(x)  # (B, 256)
         return self.decoder(code)  # (B, N)
 
@@ -222,13 +225,16 @@ class VAE(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, N) -> mu, logvar (B, Z)."""
         h = self.encoder(x)  # (B, 256)
-        return self.fc_mu(h), self.fc_logvar(h)
+        mu = name(self.fc_mu(h), "μ", desc="mean", dims="B Z")
+        return mu, name(self.fc_logvar(h), "log σ²", desc="log variance", dims="B Z")
 
     def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I), in training; z = mu in eval."""
         if not self.training:
             return mu
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, Z)
+        eps = name(torch.randn_like(mu), "ε", desc="noise", dims="B Z")  # ε ~ N(0, I)
+        z = mu + torch.exp(0.5 * logvar) * eps  # (B, Z)
+        return name(z, "z", "μ + exp(log σ² / 2) ⊙ ε", desc="latent", dims="B Z")
 
     def decode(self, z: Tensor) -> Tensor:
         """z (B, Z) -> Bernoulli means (B, N) in (0, 1)."""
@@ -239,7 +245,7 @@ class VAE(nn.Module):
         check_input(x, ("B", self.config.in_features), model="VAE", like=self)
         mu, logvar = self.encode(x)  # (B, Z) each
         z = self.reparameterize(mu, logvar)  # (B, Z)
-        return self.decode(z), mu, logvar
+        return name(self.decode(z), "X̂", desc="reconstruction", dims="B D"), mu, logvar
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

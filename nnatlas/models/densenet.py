@@ -47,6 +47,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d
+from nnatlas.nn.names import name
 from nnatlas.registry import (
     ModelCard,
     Paper,
@@ -111,6 +112,7 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float = 0.0) -> None:
         super().__init__()
+        self.in_channels, self.growth_rate, self.bn_size = in_channels, growth_rate, bn_size
         self.norm1 = BatchNorm2d(in_channels)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
@@ -118,6 +120,9 @@ class DenseLayer(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
         self.drop_rate = drop_rate
+
+    def extra_repr(self) -> str:
+        return f"In={self.in_channels}, BNSize={self.bn_size}, GrowthRate={self.growth_rate}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_in + k, H, W)."""
@@ -141,12 +146,17 @@ class DenseBlock(nn.Module):
         self.layers = nn.ModuleList(
             DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size, drop_rate) for i in range(num_layers)
         )
+        self.num_layers, self.growth_rate, self.bn_size = num_layers, growth_rate, bn_size
+        self._out_dims = f"B, C={in_channels}+{num_layers}×{growth_rate}, H, W"  # the diagram's channel arithmetic
+
+    def extra_repr(self) -> str:
+        return f"NLayers={self.num_layers}, BNSize={self.bn_size}, GrowthRate={self.growth_rate}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_in + num_layers * k, H, W)."""
         for layer in self.layers:
             x = layer(x)  # (B, C + k, H, W): [x_0, ..., x_l]
-        return x
+        return name(x, None, dims=self._out_dims)  # C = C_in + num_layers * k
 
 
 class Transition(nn.Module):
@@ -161,6 +171,10 @@ class Transition(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)  # the seed's max-pool is wrong: the paper averages
+        self.compression = out_channels / in_channels  # theta
+
+    def extra_repr(self) -> str:
+        return f"CompRate={self.compression:.3g}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_out, H/2, W/2)."""

@@ -53,6 +53,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn import BatchNorm2d, LocalResponseNorm
+from nnatlas.nn.names import name
 from nnatlas.registry import (
     ModelCard,
     Paper,
@@ -204,6 +205,11 @@ class Inception(nn.Module):
         )
         self.in_channels = in_channels
         self.out_channels = c1 + c2[1] + c3[1] + c4
+        self._extra = f"c1={c1}, c2=({c2[0]}, {c2[1]}), c3=({c3[0]}, {c3[1]}), c4={c4}"
+        self._out_dims = f"B, C={c1}+{c2[1]}+{c3[1]}+{c4}, H, W"  # the diagram's channel arithmetic
+
+    def extra_repr(self) -> str:
+        return self._extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, c1 + c2[1] + c3[1] + c4, H, W)."""
@@ -213,7 +219,7 @@ class Inception(nn.Module):
         p2 = self.branch2(x)  # (B, c2[1], H, W)
         p3 = self.branch3(x)  # (B, c3[1], H, W)
         p4 = self.branch4(x)  # (B, c4, H, W)
-        return torch.cat([p1, p2, p3, p4], dim=1)  # (B, out_channels, H, W)
+        return name(torch.cat([p1, p2, p3, p4], dim=1), None, dims=self._out_dims)  # (B, out_channels, H, W)
 
 
 class InceptionAux(nn.Module):

@@ -56,6 +56,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import RMSNorm
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = [
@@ -111,6 +112,10 @@ class MambaConfig:
 
 
 # --- the selective scan ----------------------------------------------------------------
+
+
+# the diagram's box for the scan, either path: eq. 2a/2b with A_bar = exp(Δ A), B_bar x = Δ B x (eq. 4)
+_SCAN_FORMULA = "h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t,  y_t = C_t h_t"
 
 
 def _scan_sequential(
@@ -274,7 +279,7 @@ def selective_scan(
         y, last = _scan_sequential(deltaA, deltaB_u, C, initial_state)  # (B, I, L), (B, I, N)
     else:  # the same discretisation, chunk by chunk, time-major
         y, last = _scan_chunked(delta, A, B, C, u, chunk_size, initial_state)  # (B, I, L), (B, I, N)
-    y = y.to(u.dtype)
+    y = name(y.to(u.dtype), "Y", _SCAN_FORMULA, desc="selective scan", dims="B I L")
     if D is not None:
         y = y + u * D[:, None]  # skip connection D x
     if z is not None:
@@ -330,10 +335,13 @@ class MambaMixer(nn.Module):
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2I, L)
         x, z = xz.chunk(2, dim=1)  # (B, I, L) each
         x = F.silu(self.conv1d(x)[..., :L])  # (B, I, L): the first L outputs see no future step
+        x = name(x, "X", "SiLU(causal conv1d(x))", desc="input projection", dims="B I L")
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)  # (B, L, R), (B, L, N) x2
+        B, C = name(B, "B", dims="B L N"), name(C, "C", dims="B L N")  # input-dependent: the selection
         delta = self.dt_proj(dt).transpose(1, 2)  # (B, I, L), bias included; softplus in the scan
-        A = -torch.exp(self.A_log.float())  # (I, N), negative: a decaying state
+        delta = name(delta, "Δ", "X W_Δ (low rank)", desc="step size", dims="B I L")
+        A = name(-torch.exp(self.A_log.float()), "A", "-exp(A_log)", dims="I N")  # (I, N), negative: a decaying state
         y = selective_scan(
             x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z, delta_softplus=True, scan=self.scan
         )  # (B, I, L)

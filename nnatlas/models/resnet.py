@@ -114,6 +114,12 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(out_channels, out_channels)
         self.bn2 = BatchNorm2d(out_channels)
         self.downsample = _shortcut(in_channels, out_channels, stride)
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def extra_repr(self) -> str:
+        if self.in_channels == self.out_channels and self.stride == 1:
+            return f"C={self.out_channels}"  # the seed's ConvBlock [C=64]
+        return f"In={self.in_channels}, Out={self.out_channels}" + (f", S={self.stride}" if self.stride != 1 else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_out, H / stride, W / stride)."""
@@ -143,6 +149,11 @@ class Bottleneck(nn.Module):
         self.bn3 = BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_channels, out_channels, stride)
+        self.in_channels, self.width, self.stride = in_channels, width, stride
+
+    def extra_repr(self) -> str:
+        return (f"In={self.in_channels}, Width={self.width}, Out={self.width * self.expansion}"
+                + (f", S={self.stride}" if self.stride != 1 else ""))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, 4 * width, H / stride, W / stride)."""

@@ -38,6 +38,7 @@ from torch import nn
 from nnatlas import nn as atlas_nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
 __all__ = [
@@ -225,7 +226,7 @@ class RecurrentClassifier(nn.Module):
         B, T, _ = x.shape
         D = 2 if c.bidirectional else 1
         _, states = self.rnn(x)  # output (B, T, D*H) unused; h_n (L*D, B, H)
-        h_n = _final_hidden(states)
+        h_n = name(_final_hidden(states), "H_n", desc="hidden state", dims="L B H")
         last = h_n[-D:].transpose(0, 1).reshape(B, D * c.hidden_size)  # last layer, both directions: (B, D*H)
         return self.fc(last)  # (B, C)
 
@@ -265,9 +266,12 @@ class NLPRNN(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, T) integer token ids -> next-token logits (B, T, V)."""
         check_input(ids, ("B", "T"), model="NLPRNN", name="token ids", dtype="int", vocab=self.config.vocab_size)
-        x = self.embedding(ids)  # (B, T, H)
+        ids = name(ids, "ids", desc="token ids", dims="B T")
+        x = name(self.embedding(ids), "X", desc="embedded tokens", dims="B T H")  # (B, T, H)
         hidden, _ = self.rnn(x)  # (B, T, H)
-        return F.linear(hidden, self.embedding.weight)  # hidden @ E^T: (B, T, V)
+        hidden = name(hidden, "H", desc="hidden states", dims="B T H")
+        logits = F.linear(hidden, self.embedding.weight)  # hidden @ E^T: (B, T, V)
+        return name(logits, "logits", "H @ Eᵀ", dims="B T V")  # E tied: drawn as a dashed edge
 
 
 class CharRNN(nn.Module):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas.errors import ShapeError
+from nnatlas.nn.names import name
 
 __all__ = [
     "MultiheadAttention",
@@ -48,6 +49,10 @@ __all__ = [
 
 Impl = Literal["sdpa", "manual"]
 Activation = str | Callable[[torch.Tensor], torch.Tensor]
+
+
+_SDPA_FORMULA = "softmax(Q Kᵀ / √d + M) V"  # eq. 1, per head (the diagram's box for the fused kernel)
+_WEIGHTS_FORMULA = "softmax(Q Kᵀ / √d + M)"
 
 
 def _check_impl(impl: str) -> None:
@@ -105,11 +110,12 @@ def attention(
         raise ValueError("attention takes either is_causal or a mask; merge the causal mask into `mask`")
     if impl == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-        return out, None
+        return name(out, "heads", _SDPA_FORMULA, desc="attention output", dims="B h L d"), None
     weights = attention_weights(q, k, mask, is_causal=is_causal)  # (B, H, L, S)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights  # (B, H, L, Dv)
+    weights = name(weights, "A", _WEIGHTS_FORMULA, desc="attention weights", dims="B h L S")
+    return name(weights @ v, "heads", "A V", desc="attention output", dims="B h L d"), weights  # (B, H, L, Dv)
 
 
 class KVCache:
@@ -306,9 +312,11 @@ class MultiheadAttention(nn.Module):
             v = torch.cat([v, v.new_zeros(B, 1, self.embed_dim)], dim=1)
             mask = F.pad(mask, (0, 1)) if mask is not None else None
 
-        q = q.view(B, L, H, D).transpose(1, 2)  # (B, H, L, D)
-        k = k.view(B, -1, H, D).transpose(1, 2)  # (B, H, S, D)
-        v = v.view(B, -1, H, D).transpose(1, 2)  # (B, H, S, D)
+        q = name(q.view(B, L, H, D).transpose(1, 2), "Q", "X W_Q, h heads", desc="queries", dims="B h L d")
+        k = name(k.view(B, -1, H, D).transpose(1, 2), "K", "X W_K, h heads", desc="keys", dims="B h S d")
+        v = name(v.view(B, -1, H, D).transpose(1, 2), "V", "X W_V, h heads", desc="values", dims="B h S d")
+        if mask is not None:
+            mask = name(mask, "M", desc="mask")
         dropout_p = self.dropout if self.training else 0.0
         # with no other mask, the causal case goes to the kernel as a flag (fused kernels skip the mask)
         flag_causal = is_causal and mask is None

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas.errors import ShapeError, check_input
+from nnatlas.nn.names import name
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 
@@ -59,6 +60,8 @@ Tensor = torch.Tensor
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 _FUSED_RNN = {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}  # no fused sigmoid kernel exists
+_RNN_FORMULAS = {act: f"{sym}(X[t] W + H[t-1] U + b)" for act, sym in (("tanh", "tanh"), ("relu", "ReLU"),
+                                                                       ("sigmoid", "σ"))}
 
 
 def _check_nonlinearity(nonlinearity: str) -> None:
@@ -190,7 +193,9 @@ class RNNCell(_Cell):
         nonlinearity: str = "tanh",
     ) -> Tensor:
         """One time step: x (B, I), h (B, H) -> h' (B, H)."""
-        return _ACTIVATIONS[nonlinearity](_gates(x, h, w_ih, w_hh, b_ih, b_hh))
+        x, h = name(x, "X[t]", dims="B I"), name(h, "H[t-1]", desc="previous hidden state", dims="B H")
+        h = _ACTIVATIONS[nonlinearity](_gates(x, h, w_ih, w_hh, b_ih, b_hh))  # h' = act(x W + h U + b)
+        return name(h, "H[t]", _RNN_FORMULAS[nonlinearity], desc="hidden state", dims="B H")
 
     def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:
         """x (B, I) or (I,), hx (B, H) or (H,) (zeros when None) -> h' of hx's shape."""
@@ -210,10 +215,17 @@ class LSTMCell(_Cell):
         x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """One time step: x (B, I), h and c (B, H) -> h', c' (B, H)."""
+        x, h = name(x, "X[t]", dims="B I"), name(h, "H[t-1]", desc="previous hidden state", dims="B H")
+        c = name(c, "C[t-1]", desc="previous cell state", dims="B H")
         i, f, g, o = _gates(x, h, w_ih, w_hh, b_ih, b_hh).chunk(4, dim=1)  # 4 x (B, H)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # c' = f * c + i * g
-        h = torch.sigmoid(o) * torch.tanh(c)  # h' = o * tanh(c')  (the seed has c * tanh(o))
-        return h, c
+        i = name(torch.sigmoid(i), "I[t]", "σ(X[t] W_i + H[t-1] U_i + b_i)", desc="input gate", dims="B H")
+        f = name(torch.sigmoid(f), "F[t]", "σ(X[t] W_f + H[t-1] U_f + b_f)", desc="forget gate", dims="B H")
+        g = name(torch.tanh(g), "CCand[t]", "tanh(X[t] W_c + H[t-1] U_c + b_c)", desc="cell candidate", dims="B H")
+        o = name(torch.sigmoid(o), "O[t]", "σ(X[t] W_o + H[t-1] U_o + b_o)", desc="output gate", dims="B H")
+        c = f * c + i * g  # c' = f * c + i * g
+        c = name(c, "C[t]", "F[t] ⊙ C[t-1] + I[t] ⊙ CCand[t]", desc="cell state", dims="B H")
+        h = o * torch.tanh(c)  # h' = o * tanh(c')  (the seed has c * tanh(o))
+        return name(h, "H[t]", "O[t] ⊙ tanh(C[t])", desc="hidden state", dims="B H"), c
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """x (B, I) or (I,), hx = (h, c) each (B, H) or (H,) (zeros when None) -> (h', c')."""
@@ -232,12 +244,15 @@ class GRUCell(_Cell):
     @staticmethod
     def step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
         """One time step: x (B, I), h (B, H) -> h' (B, H)."""
+        x, h = name(x, "X[t]", dims="B I"), name(h, "H[t-1]", desc="previous hidden state", dims="B H")
         x_r, x_z, x_n = F.linear(x, w_ih, b_ih).chunk(3, dim=1)  # W_i{r,z,n} x + b_i{r,z,n}
         h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)  # W_h{r,z,n} h + b_h{r,z,n}
-        r = torch.sigmoid(x_r + h_r)  # reset gate
-        z = torch.sigmoid(x_z + h_z)  # update gate
+        r = name(torch.sigmoid(x_r + h_r), "R[t]", "σ(X[t] W_r + H[t-1] U_r + b_r)", desc="reset gate", dims="B H")
+        z = name(torch.sigmoid(x_z + h_z), "Z[t]", "σ(X[t] W_z + H[t-1] U_z + b_z)", desc="update gate", dims="B H")
         n = torch.tanh(x_n + r * h_n)  # candidate: the reset gate scales W_hn h + b_hn
-        return (1 - z) * n + z * h  # h' = (1 - z) * n + z * h
+        n = name(n, "HCand[t]", "tanh(X[t] W_h + b_ih + R[t] ⊙ (H[t-1] U_h + b_hh))", desc="candidate", dims="B H")
+        h = (1 - z) * n + z * h  # h' = (1 - z) * n + z * h
+        return name(h, "H[t]", "(1 - Z[t]) ⊙ HCand[t] + Z[t] ⊙ H[t-1]", desc="hidden state", dims="B H")
 
     def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:
         """x (B, I) or (I,), hx (B, H) or (H,) (zeros when None) -> h' of hx's shape."""

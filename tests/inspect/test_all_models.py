@@ -31,5 +31,5 @@ def test_summarises_and_draws(name: str, svg_warnings) -> None:
         # every output is reached from some input
         assert all(any(e.dst == n.id for e in d.graph.edges) for n in d.graph.nodes if n.kind == "output")
     assert len(full.graph.nodes) >= len(shallow.graph.nodes)
-    for text in [shallow.dot, full.dot] + [b.dot for b in shallow.blocks]:
+    for text in [shallow.dot(), full.dot()] + [b.dot() for b in shallow.blocks]:
         assert svg_warnings(text) == ""

@@ -1,5 +1,7 @@
-"""Golden DOT files: the seed-style drawings of lenet, resnet18, densenet121, the LSTM cell, vae and unet.
+"""Golden DOT files: the seed-style drawings, in English (golden/) and Chinese (golden/zh/).
 
+lenet, resnet18, densenet121 (main and blocks), the RNN, LSTM and GRU cells, vae, nlp_rnn, unet,
+a Transformer encoder layer (with its attention) and mamba_tiny (its block and mixer).
 A changed drawing fails here until it is accepted on purpose:
 
     NNATLAS_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/inspect/test_golden.py
@@ -23,47 +25,62 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("NNATLAS_UPDATE_GOLDEN") == "1"
 
 
-def _lstm_cell() -> Diagram:
+def _cell(cls: type, *states: int) -> Diagram:
     gen = torch.Generator().manual_seed(0)
-    x, h, c = (torch.randn(2, n, generator=gen) for n in (16, 32, 32))
-    return diagram(nnn.LSTMCell(16, 32), (x, (h, c)))
+    x = torch.randn(2, 16, generator=gen)
+    hs = tuple(torch.randn(2, 32, generator=gen) for _ in states)
+    return diagram(cls(16, 32), (x, hs if len(hs) > 1 else hs[0]))
+
+
+def _encoder_layer() -> Diagram:
+    layer = nnn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True)
+    return diagram(layer, torch.randn(2, 5, 32))
 
 
 CASES = {
     "lenet": lambda: diagram("lenet"),
     "resnet18": lambda: diagram("resnet18"),
     "densenet121": lambda: diagram("densenet121"),
-    "lstm_cell": _lstm_cell,
+    "rnn_cell": lambda: _cell(nnn.RNNCell, 32),
+    "lstm_cell": lambda: _cell(nnn.LSTMCell, 32, 32),
+    "gru_cell": lambda: _cell(nnn.GRUCell, 32),
     "vae": lambda: diagram("vae"),
+    "nlp_rnn": lambda: diagram("nlp_rnn"),
     "unet": lambda: diagram("unet"),
+    "encoder_layer": _encoder_layer,
+    "mamba_tiny": lambda: diagram("mamba_tiny"),
 }
+# the Chinese goldens: the drawings issue 10 names
+ZH = ["densenet121", "rnn_cell", "lstm_cell", "gru_cell", "vae", "nlp_rnn", "encoder_layer", "mamba_tiny"]
 # the block drawings the seeds have, by name
 EXPECTED_BLOCKS = {
     "resnet18": ["BasicBlock", "BasicBlock_downsample"],
     "densenet121": ["DenseBlock", "DenseLayer", "Transition"],
+    "nlp_rnn": ["RNNCell"],
+    "encoder_layer": ["MultiheadAttention"],
 }
 
 
-def _drawings(name: str) -> dict[str, str]:
+def _drawings(name: str, lang: str) -> dict[str, str]:
     d = CASES[name]()
-    out = {f"{name}.dot": d.dot}
-    out.update({f"{name}_{b.name}.dot": b.dot for b in d.blocks})
+    out = {f"{name}.dot": d.dot(lang)}
+    out.update({f"{name}_{b.name}.dot": b.dot(lang) for b in d.blocks})
     return out
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_golden(name: str, svg_warnings) -> None:
-    drawings = _drawings(name)
+@pytest.mark.parametrize("name, lang", [(n, "en") for n in sorted(CASES)] + [(n, "zh") for n in ZH])
+def test_golden(name: str, lang: str, svg_warnings) -> None:
+    drawings = _drawings(name, lang)
+    folder = GOLDEN if lang == "en" else GOLDEN / lang
     if name in EXPECTED_BLOCKS:
         assert sorted(drawings) == sorted([f"{name}.dot"] + [f"{name}_{b}.dot" for b in EXPECTED_BLOCKS[name]])
     if UPDATE:
-        for old in GOLDEN.glob(f"{name}.dot"):
-            old.unlink()
-        for old in GOLDEN.glob(f"{name}_*.dot"):
+        folder.mkdir(exist_ok=True)
+        for old in [*folder.glob(f"{name}.dot"), *folder.glob(f"{name}_*.dot")]:
             old.unlink()
         for file, text in drawings.items():
-            (GOLDEN / file).write_text(text, encoding="utf-8")
-    files = [*GOLDEN.glob(f"{name}.dot"), *GOLDEN.glob(f"{name}_*.dot")]
+            (folder / file).write_text(text, encoding="utf-8")
+    files = [*folder.glob(f"{name}.dot"), *folder.glob(f"{name}_*.dot")]
     on_disk = {p.name: p.read_text(encoding="utf-8") for p in files}
     assert sorted(on_disk) == sorted(drawings), "drawings added or gone; NNATLAS_UPDATE_GOLDEN=1 accepts them"
     for file, text in drawings.items():
@@ -75,6 +92,8 @@ def test_goldens_cover_the_seed_diagrams() -> None:
     names = {p.name for p in GOLDEN.glob("*.dot")}
     for file in ["lenet.dot", "resnet18.dot", "resnet18_BasicBlock.dot", "resnet18_BasicBlock_downsample.dot",
                  "densenet121.dot", "densenet121_DenseBlock.dot", "densenet121_DenseLayer.dot",
-                 "densenet121_Transition.dot", "lstm_cell.dot", "vae.dot", "unet.dot"]:
+                 "densenet121_Transition.dot", "rnn_cell.dot", "lstm_cell.dot", "gru_cell.dot", "vae.dot",
+                 "nlp_rnn.dot", "unet.dot"]:
         assert file in names
+    assert {p.name for p in (GOLDEN / "zh").glob("*.dot")} >= {f"{n}.dot" for n in ZH}
     assert "lenet" in nnatlas.list_models()

@@ -71,7 +71,7 @@ def test_trace_once_render_many() -> None:
     assert model.runs == 1
     assert s.total_macs == table.total_macs == 2 * 4 * 3
     assert {n.title for n in d.graph.nodes} >= {"Linear", "Softmax"}
-    assert deeper.dot == d.dot
+    assert deeper.dot() == d.dot()
 
 
 def test_a_cpu_model_is_traced_on_meta_and_left_on_cpu() -> None:
@@ -112,8 +112,8 @@ def test_falls_back_to_real_tensors_and_leaves_running_stats_alone() -> None:
 def test_a_name_traces_in_training_mode_unless_told() -> None:
     train = diagram("vae", blocks=False)
     evaluate = diagram(trace_model("vae", training=False), blocks=False)
-    assert "ε ~ N(0, I)" in train.dot and "exp" in train.dot  # z = mu + exp(logvar / 2) * eps
-    assert "ε" not in evaluate.dot
+    assert "ε ~ N(0, I)" in train.dot() and "exp" in train.dot()  # z = mu + exp(logvar / 2) * eps
+    assert "ε" not in evaluate.dot()
 
 
 def test_module_without_input_is_a_clear_error() -> None:
