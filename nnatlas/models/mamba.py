@@ -327,7 +327,6 @@ class MambaMixer(nn.Module):
             u = torch.rand(d_inner, device=self.dt_proj.bias.device)
             dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.dt_proj.bias._no_reinit = True  # type: ignore[attr-defined]  (Mamba._init_weights leaves it)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (B, L, D) -> (B, L, D)."""
@@ -454,8 +453,9 @@ class Mamba(nn.Module):
         """state-spaces' ``_init_weights``: embedding N(0, 0.02), zero biases, and each
         out_proj scaled by 1/sqrt(n_layer) (GPT-2's rescaling of residual branches)."""
         nn.init.normal_(self.embedding.weight, std=0.02)
+        dt_projs = {id(layer.mixer.dt_proj) for layer in self.layers}  # their biases hold the initial step sizes
         for module in self.modules():
-            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+            if isinstance(module, nn.Linear) and module.bias is not None and id(module) not in dt_projs:
                 nn.init.zeros_(module.bias)
         for layer in self.layers:
             w = layer.mixer.out_proj.weight
