@@ -15,6 +15,7 @@ import collections
 import copyreg
 import gzip
 import io
+import math
 import os
 import pickle
 from collections.abc import Callable, Mapping
@@ -65,9 +66,13 @@ def read_idx(path: str | os.PathLike[str], *, expect_ndim: int, expect_count: in
         raise DataError(f"{path}: expected an IDX file of {expect_ndim} dimension(s) "
                         f"(magic {2048 + expect_ndim}); got {ndim} (magic {int.from_bytes(data[:4], 'big')})")
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: the IDX header needs {header} bytes for {ndim} dimension(s); the file has {len(data)}")
     shape = tuple(int(v) for v in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if any(d < 0 for d in shape):
+        raise DataError(f"{path}: the IDX header announces a negative size {shape}")
     body = len(data) - header
-    need = int(np.prod(shape)) * dtype.itemsize
+    need = math.prod(shape) * dtype.itemsize  # Python ints: a crafted header cannot overflow into a match
     if body != need:
         raise DataError(f"{path}: the header announces shape {shape} ({need} bytes); the body has {body} bytes")
     if expect_count is not None and shape[0] != expect_count:

@@ -67,7 +67,7 @@ def parse_pointer_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     points: list[list[float]] = []
     targets: list[list[int]] = []
     n_points: int | None = None
-    for lineno, line in enumerate(read_bytes(path).decode("ascii").splitlines(), start=1):
+    for lineno, line in enumerate(_text(path, "ascii").splitlines(), start=1):
         if not line.strip():
             continue
         head, sep, tail = line.partition(" output ")
@@ -163,6 +163,14 @@ def _statsmodels_copy(name: str) -> Path | None:
     return None
 
 
+def _text(path: Path, encoding: str) -> str:
+    """The file's text (gzipped or not), or DataError when it is not ``encoding`` text."""
+    try:
+        return read_bytes(path).decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: expected {encoding} text; byte {err.start} is {err.object[err.start:err.start + 1]!r}") from err
+
+
 def read_series_csv(path: str | os.PathLike[str], column: str,
                     time_column: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """One column of a CSV file with a header row (gzipped or not) as a float series.
@@ -174,17 +182,25 @@ def read_series_csv(path: str | os.PathLike[str], column: str,
         DataError: a missing column, a cell that is not a number, or no values at all.
     """
     path = Path(path)
-    rows = list(csv.DictReader(io.StringIO(read_bytes(path).decode("utf-8"))))
+    try:
+        rows = list(csv.DictReader(io.StringIO(_text(path, "utf-8"), newline="")))
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV file ({err})") from err
     wanted = [c for c in (column, time_column) if c is not None]
     if not rows or any(c not in rows[0] for c in wanted):
         found = list(rows[0]) if rows else []
         raise DataError(f"{path}: expected a CSV with the column(s) {wanted}; found {found}")
+    short = next((i for i, r in enumerate(rows, start=2) if any(r[c] is None for c in wanted)), None)
+    if short is not None:
+        raise DataError(f"{path}: line {short} has fewer cells than the header; expected a value for {wanted}")
     try:
         values = np.array([float(r[column]) if r[column].strip() else np.nan for r in rows])
         times = (np.array([float(r[time_column]) for r in rows]) if time_column is not None
                  else np.arange(len(rows), dtype=np.float64))
     except ValueError as err:
         raise DataError(f"{path}: expected numbers in {wanted} ({err})") from err
+    if np.isinf(values).any() or not np.isfinite(times).all():
+        raise DataError(f"{path}: expected finite numbers in {wanted}; found inf or nan")
     missing = np.isnan(values)
     if missing.all():
         raise DataError(f"{path}: the column {column!r} has no values")
