@@ -33,7 +33,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import MultiheadAttention, TransformerEncoderLayer
-from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
+from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = [
     "BertConfig",
@@ -242,10 +242,18 @@ class BertForMaskedLM(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids, attention_mask, token_type_ids (B, T) as :class:`BertModel` -> logits (B, T, V)."""
+        """input_ids, attention_mask, token_type_ids (B, T) as :class:`BertModel` -> logits (B, T, V);
+        with ``masked_positions`` (B, T) bool, the logits of those positions only, (N, V) in row-major
+        order (pre-training scores the ~15 % masked tokens: the head's V-wide projection runs on them alone)."""
         h, _ = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        return self.mlm(h, self.bert.embeddings.word_embeddings.weight)  # (B, T, V)
+        if masked_positions is not None:
+            if masked_positions.dtype != torch.bool or masked_positions.shape != input_ids.shape:
+                raise ShapeError(f"BertForMaskedLM expects masked_positions as a bool {tuple(input_ids.shape)} tensor; "
+                                 f"got {masked_positions.dtype} {tuple(masked_positions.shape)}")
+            h = h[masked_positions]  # (N, H)
+        return self.mlm(h, self.bert.embeddings.word_embeddings.weight)  # (B, T, V) or (N, V)
 
     @classmethod
     def from_reference(cls, ref: nn.Module, *, impl: Literal["sdpa", "manual"] = "sdpa") -> "BertForMaskedLM":
@@ -303,6 +311,11 @@ _TINY = BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size
         task="masked_lm",
         published_params=109_482_240,
         seed=_SEED,
+        default_data="tinyshakespeare",
+        recipe=Recipe(optimizer="adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01, schedule="warmup_cosine", warmup=10_000,
+                      batch_size=256, steps=1_000_000, eval_every=10_000,
+                      source="Devlin et al. 2019 appendix A.2: Adam 1e-4, beta (0.9, 0.999), L2 0.01, 10,000 warm-up steps, "
+                      "batch 256, 1M steps (linear decay there; cosine here)"),
         notes="12 post-LN layers, H 768, 12 heads, FFN 3072 (exact GELU), LayerNorm eps 1e-12, WordPiece "
         "vocabulary 30,522, 512 positions, 2 segments, tanh pooler on [CLS]. Inputs (input_ids, "
         "attention_mask (1 = keep), token_type_ids); outputs (sequence (B, T, H), pooled (B, H)). The paper "
@@ -326,6 +339,11 @@ def bert_base(**overrides) -> BertModel:
         output_shape=((16, 128), (128,)),
         task="masked_lm",
         seed=_SEED,
+        default_data="tinyshakespeare",
+        recipe=Recipe(optimizer="adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, schedule="warmup_cosine", warmup=200,
+                      batch_size=32, steps=2000, eval_every=250,
+                      source="BERT's optimiser (appendix A.2: AdamW, weight decay 0.01, warm-up then decay) with a larger "
+                      "rate for the 2-layer model and a CPU budget of steps"),
         notes="2 layers, H 128, 2 heads, FFN 512 with the BERT-base vocabulary: the size of Google's BERT-Tiny.",
         input_dtype="int",
     ),
