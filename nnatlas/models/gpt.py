@@ -46,7 +46,7 @@ from torch import nn
 
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn.attention import KVCache, MultiheadAttention
-from nnatlas.registry import ModelCard, Paper, configure, register_model
+from nnatlas.registry import ModelCard, Paper, Recipe, configure, register_model
 
 __all__ = ["GPTConfig", "Block", "GPT", "GPTState", "gpt_mini", "gpt_shakespeare"]
 
@@ -239,6 +239,16 @@ _NOTES = (
 )
 
 
+# nanoGPT's config/train_shakespeare_char.py (AdamW beta2 0.99, weight decay 0.1, clip 1.0, lr 1e-3
+# with 100 warm-up steps and cosine decay to 1e-4), with its README's CPU overrides for gpt_mini.
+_NANOGPT_CPU = Recipe(optimizer="adamw", lr=1e-3, schedule="warmup_cosine", warmup=100, min_lr=1e-4, betas=(0.9, 0.99),
+                      weight_decay=0.1, clip_grad=1.0, batch_size=12, steps=2000, eval_every=500,
+                      source="nanoGPT's README CPU run of train_shakespeare_char (batch 12, context 64, 2,000 iterations)")
+_NANOGPT_BABY = Recipe(optimizer="adamw", lr=1e-3, schedule="warmup_cosine", warmup=100, min_lr=1e-4, betas=(0.9, 0.99),
+                       weight_decay=0.1, clip_grad=1.0, batch_size=64, steps=5000, eval_every=250,
+                       source="nanoGPT's config/train_shakespeare_char.py (batch 64, context 256, 5,000 iterations)")
+
+
 @register_model(
     "gpt_mini",
     card=ModelCard(
@@ -252,6 +262,8 @@ _NOTES = (
         notes="nanoGPT's CPU run of train_shakespeare_char: 4 layers, 4 heads, d_model 128, context 64, dropout 0, "
         "65-character vocabulary (0.80M parameters). " + _NOTES,
         input_dtype="int",
+        default_data="tinyshakespeare",
+        recipe=_NANOGPT_CPU,
     ),
     example_input=_token_ids(_MINI.vocab_size),
 )
@@ -273,6 +285,8 @@ def gpt_mini(**overrides: object) -> GPT:
         "0.2, 65 characters; 10,745,088 parameters, which nanoGPT prints as 10.65M because it leaves out the "
         "98,304 position embeddings. " + _NOTES,
         input_dtype="int",
+        default_data="tinyshakespeare",
+        recipe=_NANOGPT_BABY,
     ),
     example_input=_token_ids(_BABY.vocab_size),
 )

@@ -57,7 +57,7 @@ from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import RMSNorm
 from nnatlas.nn.names import name
-from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
+from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = [
     "MambaConfig", "selective_scan", "MambaMixer", "MambaBlock", "Mamba", "MambaState", "MambaLayerState",
@@ -519,6 +519,11 @@ _NOTES = (
 )
 
 _TINY = MambaConfig(vocab_size=256, d_model=64, n_layer=2, d_state=8, d_conv=4, expand=2, dt_rank=4)
+# nanoGPT's CPU recipe (the gpt_mini card's) for a character model on tinyshakespeare, at Mamba's usual
+# higher rate; `nnatlas train` sets vocab_size to the data's 65 characters and reads windows of --context.
+_CHAR_RECIPE = Recipe(optimizer="adamw", lr=2e-3, schedule="warmup_cosine", warmup=100, min_lr=2e-4, betas=(0.9, 0.99),
+                      weight_decay=0.1, clip_grad=1.0, batch_size=12, steps=2000, eval_every=500,
+                      source="nanoGPT's CPU run of train_shakespeare_char (gpt_mini's recipe), lr 2e-3")
 
 
 @register_model(
@@ -536,6 +541,8 @@ _TINY = MambaConfig(vocab_size=256, d_model=64, n_layer=2, d_state=8, d_conv=4, 
         notes="24 layers, d_model 768, d_state 16, d_conv 4, expand 2, dt_rank 48, vocabulary 50,277 padded to "
         "50,280; 129,135,360 parameters with the tied head (state-spaces/mamba-130m). " + _NOTES,
         input_dtype="int",
+        default_data="tinyshakespeare",
+        recipe=_CHAR_RECIPE,
     ),
     example_input=_token_ids(50280),
 )
@@ -557,6 +564,8 @@ def mamba_130m(**overrides: object) -> Mamba:
         notes="A small config for tests and quick training: byte vocabulary (256), 2 layers, d_model 64, "
         "d_state 8, dt_rank 4. " + _NOTES,
         input_dtype="int",
+        default_data="tinyshakespeare",
+        recipe=_CHAR_RECIPE,
     ),
     example_input=_token_ids(_TINY.vocab_size),
 )

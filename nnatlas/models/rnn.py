@@ -39,7 +39,7 @@ from nnatlas import nn as atlas_nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn.names import name
-from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
+from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
 __all__ = [
     "RecurrentClassifierConfig",
@@ -152,11 +152,12 @@ class NLPRNNConfig:
 
     cell: Cell = "rnn"
     vocab_size: int = 10_000  # V (Penn Treebank's vocabulary)
-    hidden_size: int = 256  # H: the embedding width too, since the weights are tied
+    hidden_size: int = 256  # H: the embedding width too
     num_layers: int = 2
     dropout: float = 0.0
     nonlinearity: str = "tanh"
     impl: str = "fused"
+    tie_weights: bool = True  # logits = H @ E^T (seed 000); False: an output Linear(H, V) with a bias (lstm_lm, gru_lm)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -252,12 +253,18 @@ class TimeRNN(nn.Module):
 
 
 class NLPRNN(nn.Module):
-    """Seed 000's NLP RNN: ids (B, T) -> Embedding (V, H) -> stack -> @ E^T (tied) -> logits (B, T, V)."""
+    """Seed 000's NLP RNN: ids (B, T) -> Embedding (V, H) -> stack -> @ E^T (tied) -> logits (B, T, V).
+
+    With ``tie_weights=False`` the output layer is its own ``head`` Linear(H, V) (lstm_lm, gru_lm).
+    A :class:`~nnatlas.models.generation.CausalLM`: ``step`` carries the stack's hidden state
+    (h, and c for the LSTM), so each generated token costs one time step.
+    """
 
     def __init__(self, config: NLPRNNConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.hidden_size)  # E (V, H), also the output layer
+        self.vocab_size, self.context_length = c.vocab_size, None  # the CausalLM protocol: no position limit
+        self.embedding = nn.Embedding(c.vocab_size, c.hidden_size)  # E (V, H), also the output layer when tied
         self.rnn = recurrent_stack(
             c.cell, c.hidden_size, c.hidden_size, c.num_layers,
             dropout=c.dropout, nonlinearity=c.nonlinearity, impl=c.impl,
@@ -270,8 +277,21 @@ class NLPRNN(nn.Module):
         x = name(self.embedding(ids), "X", desc="embedded tokens", dims="B T H")  # (B, T, H)
         hidden, _ = self.rnn(x)  # (B, T, H)
         hidden = name(hidden, "H", desc="hidden states", dims="B T H")
-        logits = F.linear(hidden, self.embedding.weight)  # hidden @ E^T: (B, T, V)
-        return name(logits, "logits", "H @ Eᵀ", dims="B T V")  # E tied: drawn as a dashed edge
+        logits = self._logits(hidden)  # hidden @ E^T (tied) or head(hidden): (B, T, V)
+        return name(logits, "logits", "H @ Eᵀ" if self.head is None else "H W_outᵀ + b_out", dims="B T V")  # E tied: drawn as a dashed edge
+
+    def init_state(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]:
+        """Zero hidden state (L, B, H), for the LSTM the pair (h, c): the state before the first token."""
+        c, p = self.config, self.embedding.weight
+        h = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=p.device, dtype=p.dtype)  # (L, B, H)
+        return (h, torch.zeros_like(h)) if c.cell == "lstm" else h
+
+    def step(self, ids: Tensor, state: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """The newest token ids (B, t) (t > 1: a prompt) and the state before them -> (logits of the
+        last position (B, V), the state after them)."""
+        check_input(ids, ("B", "T"), model="NLPRNN", name="token ids", dtype="int", vocab=self.config.vocab_size)
+        hidden, state = self.rnn(self.embedding(ids), state)  # (B, t, H), states (L, B, H)
+        return self._logits(hidden[:, -1]), state  # (B, V)
 
 
 class CharRNN(nn.Module):
@@ -279,6 +299,11 @@ class CharRNN(nn.Module):
 
     The hidden update h = i2h(cat(x_t, h)) has no nonlinearity, as in the seed and the
     tutorial it copies. The output is log_softmax (use ``F.nll_loss``; since log_softmax is
+        self.head = None if c.tie_weights else nn.Linear(c.hidden_size, c.vocab_size)  # W_out (V, H), b_out (V,)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """hidden (..., H) -> logits (..., V): H @ E^T when tied, else the head."""
+        return F.linear(hidden, self.embedding.weight) if self.head is None else self.head(hidden)
     idempotent under softmax, ``F.cross_entropy`` gives the same loss).
     """
 
@@ -423,3 +448,49 @@ def _one_hot_letters(batch_size: int, gen: torch.Generator, T: int = 10, n_lette
 )  # fmt: skip
 def char_rnn(**overrides) -> CharRNN:
     return CharRNN(configure(CharRNNConfig(), overrides))
+# A character language model on tinyshakespeare (the language_model task's default data): Adam with a
+# short warm-up and cosine decay, clipped gradients (recurrent nets), windows of 128 characters.
+_CHAR_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
+                         steps=1000, eval_every=250, clip_grad=1.0,
+                         source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; sized to 15 minutes on 2 CPU cores")
+        default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
+_LM_T, _CHARS = 64, 65  # the cards' sequence length; tinyshakespeare's characters
+_RECURRENT_LM_NOTES = (
+    "Defaults: tinyshakespeare's 65 characters, H = 256, L = 2 (Karpathy's char-rnn size), cell {cell}. The "
+    "embedding (V, H) feeds the stack; the output layer is its own Linear(H, V) with a bias (tie_weights=False): "
+    "with 65 characters tying would save 17k of 1.1M parameters and take away the output bias (the character "
+    "prior) and the freedom of input and output embeddings to differ, so the untied head is kept, as in char-rnn. "
+    "A CausalLM: step() carries the stack's hidden state for generation."
+)
+
+
+def _char_ids(batch_size: int, gen: torch.Generator) -> Tensor:
+    return torch.randint(0, _CHARS, (batch_size, _LM_T), generator=gen)
+
+
+@register_model(
+    "lstm_lm",
+    card=ModelCard(
+        name="lstm_lm", family="rnn", title="LSTM language model", paper=LSTM_PAPER,
+        input_shape=(_LM_T,), output_shape=(_LM_T, _CHARS), task="language_model", input_dtype="int",
+        notes=_RECURRENT_LM_NOTES.format(cell="lstm"), default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
+    ),
+    example_input=_char_ids,
+)  # fmt: skip
+def lstm_lm(**overrides) -> NLPRNN:
+    return NLPRNN(configure(NLPRNNConfig(cell="lstm", vocab_size=_CHARS, tie_weights=False), overrides))
+
+
+@register_model(
+    "gru_lm",
+    card=ModelCard(
+        name="gru_lm", family="rnn", title="GRU language model", paper=GRU_PAPER,
+        input_shape=(_LM_T,), output_shape=(_LM_T, _CHARS), task="language_model", input_dtype="int",
+        notes=_RECURRENT_LM_NOTES.format(cell="gru"), default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
+    ),
+    example_input=_char_ids,
+)  # fmt: skip
+def gru_lm(**overrides) -> NLPRNN:
+    return NLPRNN(configure(NLPRNNConfig(cell="gru", vocab_size=_CHARS, tie_weights=False), overrides))
+
+

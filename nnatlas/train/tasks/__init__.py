@@ -6,6 +6,7 @@ task; ``nnatlas train`` picks the one that the model card's ``task`` names.
 
 from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_fit, datasets_for, register_task, task_class, trainable_kinds
 from nnatlas.train.tasks import vision  # noqa: F401  (registers classification, binary, regression, segmentation)
+from nnatlas.train.tasks import language  # noqa: F401  (registers language_model)
 from nnatlas.train.tasks import translation  # noqa: F401  (registers translation)
 from nnatlas.train.tasks import masked_lm  # noqa: F401  (registers masked_lm)
 
