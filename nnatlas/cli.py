@@ -16,6 +16,7 @@ import nnatlas
 from nnatlas.atlas.cli import add_atlas_parser
 from nnatlas.inspect.cli import add_draw_parser, add_show_parser
 from nnatlas.train.cli import add_eval_parser, add_train_parser
+from nnatlas.train.cli_translate import add_translate_parser
 from nnatlas.train.cli_generate import add_generate_parser
 from nnatlas.verify import add_verify_parser
 
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_draw_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
-    add_verify_parser(sub)
+    add_translate_parser(sub)
     add_generate_parser(sub)
+    add_verify_parser(sub)
     add_atlas_parser(sub)
     return parser
 
