@@ -269,6 +269,11 @@ class NLPRNN(nn.Module):
             c.cell, c.hidden_size, c.hidden_size, c.num_layers,
             dropout=c.dropout, nonlinearity=c.nonlinearity, impl=c.impl,
         )  # fmt: skip
+        self.head = None if c.tie_weights else nn.Linear(c.hidden_size, c.vocab_size)  # W_out (V, H), b_out (V,)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """hidden (..., H) -> logits (..., V): H @ E^T when tied, else the head."""
+        return F.linear(hidden, self.embedding.weight) if self.head is None else self.head(hidden)
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, T) integer token ids -> next-token logits (B, T, V)."""
@@ -299,11 +304,6 @@ class CharRNN(nn.Module):
 
     The hidden update h = i2h(cat(x_t, h)) has no nonlinearity, as in the seed and the
     tutorial it copies. The output is log_softmax (use ``F.nll_loss``; since log_softmax is
-        self.head = None if c.tie_weights else nn.Linear(c.hidden_size, c.vocab_size)  # W_out (V, H), b_out (V,)
-
-    def _logits(self, hidden: Tensor) -> Tensor:
-        """hidden (..., H) -> logits (..., V): H @ E^T when tied, else the head."""
-        return F.linear(hidden, self.embedding.weight) if self.head is None else self.head(hidden)
     idempotent under softmax, ``F.cross_entropy`` gives the same loss).
     """
 
@@ -406,6 +406,11 @@ def time_rnn(**overrides) -> TimeRNN:
     return TimeRNN(configure(TimeRNNConfig(), overrides))
 
 
+# A character language model on tinyshakespeare (the language_model task's default data): Adam with a
+# short warm-up and cosine decay, clipped gradients (recurrent nets), windows of 128 characters.
+_CHAR_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
+                         steps=1000, eval_every=250, clip_grad=1.0,
+                         source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; sized to 15 minutes on 2 CPU cores")
 _NLP_T = 35  # the card's sequence length (PTB's usual BPTT length)
 
 
@@ -418,6 +423,7 @@ _NLP_T = 35  # the card's sequence length (PTB's usual BPTT length)
         notes="Seed 000 gives VocabSize and NHidden symbolically; defaults here: V = 10,000 (PTB), H = 256, "
         "L = 2, cell 'rnn' (tanh). The output layer is hidden @ E^T with the embedding matrix E, tied "
         "(weight tying, Press & Wolf 2017; Inan et al. 2017): E is one parameter, counted once; no output bias.",
+        default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
     ),
     example_input=lambda batch_size, gen: torch.randint(0, 10_000, (batch_size, _NLP_T), generator=gen),
 )  # fmt: skip
@@ -425,35 +431,6 @@ def nlp_rnn(**overrides) -> NLPRNN:
     return NLPRNN(configure(NLPRNNConfig(), overrides))
 
 
-def _one_hot_letters(batch_size: int, gen: torch.Generator, T: int = 10, n_letters: int = 57) -> Tensor:
-    letters = torch.randint(0, n_letters, (batch_size, T), generator=gen)
-    return F.one_hot(letters, n_letters).float()  # (B, T, F)
-
-
-@register_model(
-    "char_rnn",
-    card=ModelCard(
-        name="char_rnn", family="rnn", title="Char RNN (i2h/i2o name classifier)", paper=None,
-        input_shape=(10, 57), output_shape=(18,), task="sequence_classification",
-        seed=Seed(_SEED004, "1. RNN"),
-        notes="Seed 004's RNN, from the PyTorch tutorial 'Classifying Names with a Character-Level RNN' "
-        "(57 letters, 128 hidden, 18 languages). The seed processes one letter per call with a (1, H) hidden "
-        "state; here forward runs a whole (B, T, 57) one-hot sequence and returns the last step's output. "
-        "As in the seed, the hidden update i2h(cat(x, h)) has no nonlinearity (a linear recurrence; the "
-        "tutorial's later version uses nn.RNN with tanh), and the output is log_softmax (log-probabilities, "
-        "for NLLLoss) rather than the project's raw logits; each step's output is computed from the previous "
-        "hidden state.",
-    ),
-    example_input=_one_hot_letters,
-)  # fmt: skip
-def char_rnn(**overrides) -> CharRNN:
-    return CharRNN(configure(CharRNNConfig(), overrides))
-# A character language model on tinyshakespeare (the language_model task's default data): Adam with a
-# short warm-up and cosine decay, clipped gradients (recurrent nets), windows of 128 characters.
-_CHAR_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
-                         steps=1000, eval_every=250, clip_grad=1.0,
-                         source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; sized to 15 minutes on 2 CPU cores")
-        default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
 _LM_T, _CHARS = 64, 65  # the cards' sequence length; tinyshakespeare's characters
 _RECURRENT_LM_NOTES = (
     "Defaults: tinyshakespeare's 65 characters, H = 256, L = 2 (Karpathy's char-rnn size), cell {cell}. The "
@@ -494,3 +471,26 @@ def gru_lm(**overrides) -> NLPRNN:
     return NLPRNN(configure(NLPRNNConfig(cell="gru", vocab_size=_CHARS, tie_weights=False), overrides))
 
 
+def _one_hot_letters(batch_size: int, gen: torch.Generator, T: int = 10, n_letters: int = 57) -> Tensor:
+    letters = torch.randint(0, n_letters, (batch_size, T), generator=gen)
+    return F.one_hot(letters, n_letters).float()  # (B, T, F)
+
+
+@register_model(
+    "char_rnn",
+    card=ModelCard(
+        name="char_rnn", family="rnn", title="Char RNN (i2h/i2o name classifier)", paper=None,
+        input_shape=(10, 57), output_shape=(18,), task="sequence_classification",
+        seed=Seed(_SEED004, "1. RNN"),
+        notes="Seed 004's RNN, from the PyTorch tutorial 'Classifying Names with a Character-Level RNN' "
+        "(57 letters, 128 hidden, 18 languages). The seed processes one letter per call with a (1, H) hidden "
+        "state; here forward runs a whole (B, T, 57) one-hot sequence and returns the last step's output. "
+        "As in the seed, the hidden update i2h(cat(x, h)) has no nonlinearity (a linear recurrence; the "
+        "tutorial's later version uses nn.RNN with tanh), and the output is log_softmax (log-probabilities, "
+        "for NLLLoss) rather than the project's raw logits; each step's output is computed from the previous "
+        "hidden state.",
+    ),
+    example_input=_one_hot_letters,
+)  # fmt: skip
+def char_rnn(**overrides) -> CharRNN:
+    return CharRNN(configure(CharRNNConfig(), overrides))
