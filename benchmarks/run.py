@@ -558,18 +558,18 @@ def main(argv: list[str] | None = None) -> int:
     header = {"device": str(env.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "repeats": args.repeats, "amp": args.amp, "quick": args.quick, "machine": platform.platform(),
               "cpus": os.cpu_count(), "load_before": list(os.getloadavg())}
+    out = args.out or ROOT / "benchmarks" / "results" / env.device.type
+    out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     for key in keys:
         start = time.perf_counter()
         got = CASES[key](env)
         results.extend(got)
         print(f"# {key}: {len(got)} rows in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    header["load_after"] = list(os.getloadavg())
-    out = args.out or ROOT / "benchmarks" / "results" / env.device.type
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({**header, "results": [asdict(r) for r in results]}, indent=1))
-    table = markdown(results, header)
-    (out / "results.md").write_text(table)
+        header["load_after"] = list(os.getloadavg())
+        table = markdown(results, header)  # written after every case: a long run leaves what it measured
+        (out / "results.json").write_text(json.dumps({**header, "results": [asdict(r) for r in results]}, indent=1))
+        (out / "results.md").write_text(table)
     print(table)
     return 0
 
