@@ -69,6 +69,7 @@ def check_input(
     hint: str = "",
     like: torch.nn.Module | torch.Tensor | None = None,
     vocab: int | None = None,
+    min_size: int | None = None,
 ) -> None:
     """Validate a tensor against a shape spec and raise :class:`ShapeError` if it does not fit.
 
@@ -85,6 +86,8 @@ def check_input(
       failing inside a convolution. Nothing is converted silently;
     - ``vocab``: integer inputs must lie in ``[0, vocab)`` (token ids, segment ids). This
       reads the values (one device sync on a GPU), which an out-of-range id would cost anyway;
+    - ``min_size``: the dimensions named ``"H"`` and ``"W"`` must be at least this (a network whose
+      pools would otherwise shrink the map to nothing deep inside);
     - NaN and infinite values are not looked for: that is a pass over the input and a device
       sync on every call; they show in the output, and training stops on a non-finite loss.
 
@@ -108,6 +111,9 @@ def check_input(
         sizes = ", ".join(str(e or "?") for e in empty)
         raise ShapeError(f"{model} expects {name} {_fmt_spec(spec)} with {sizes} >= 1; got {got} "
                          f"(nothing to compute: skip the call for an empty batch)")
+    small = [f"{d} >= {min_size}" for d, g in zip(spec, got) if d in ("H", "W") and min_size is not None and g < min_size]
+    if small:
+        raise ShapeError(f"{model} expects {name} {_fmt_spec(spec)} with {', '.join(small)}; got {got}{suffix}")
     if like is not None and dtype == "float" and x.is_floating_point():
         want = _float_dtype(like)
         if want is not None and x.dtype != want:

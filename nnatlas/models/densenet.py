@@ -222,7 +222,10 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, H, W) images -> (B, num_classes) logits."""
-        check_input(x, ("B", self.config.in_channels, "H", "W"), model=f"DenseNet{self.config.block_config}", like=self)
+        # the stem quarters H and W (rounding up), then each transition halves them (rounding down)
+        min_size = 4 * 2 ** (len(self.config.block_config) - 1) - 3  # 29 for four blocks
+        check_input(x, ("B", self.config.in_channels, "H", "W"), model=f"DenseNet{self.config.block_config}", like=self,
+                    min_size=min_size)
         B, C, H, W = x.shape
         x = self.pool0(self.relu0(self.norm0(self.conv0(x))))  # (B, 64, H/4, W/4)
         n_blocks = len(self.config.block_config)

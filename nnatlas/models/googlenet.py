@@ -322,7 +322,8 @@ class GoogLeNet(nn.Module):
         if c.layout == "paper":  # fixed 7x7 and 5x5/3 average pools: the paper's 224x224 only
             check_input(x, ("B", c.in_channels, 224, 224), model="GoogLeNet", like=self)
         else:
-            check_input(x, ("B", c.in_channels, "H", "W"), model="GoogLeNet (torchvision layout)", like=self)
+            # below 15 x 15 the stride-2 max pools (ceil mode, no padding) leave no map
+            check_input(x, ("B", c.in_channels, "H", "W"), model="GoogLeNet (torchvision layout)", like=self, min_size=15)
         B, C, H, W = x.shape
         if c.transform_input:
             x = self._transform_input(x)
