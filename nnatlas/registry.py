@@ -97,6 +97,7 @@ class Recipe:
     steps: int | None = None
     eval_every: int | None = None
     clip_grad: float | None = None
+    patience: int | None = None  # early stopping: evaluations without improvement of the task's best metric
     source: str = ""
 
     def __post_init__(self) -> None:

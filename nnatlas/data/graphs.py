@@ -215,3 +215,47 @@ def _citeseer(ctx: LoadContext, *, normalize_features: bool = True) -> DataBundl
                   task="node_classification")
 def _pubmed(ctx: LoadContext, *, normalize_features: bool = True) -> DataBundle:
     return _planetoid(ctx, "pubmed", normalize_features)
+
+
+# Zachary's karate club (1977): 34 members, 78 friendships, the club's split into two factions.
+KARATE_TRAIN = (0, 33)  # the instructor ("Mr. Hi") and the club's officer (John A.): one labelled node per faction
+KARATE_VAL = tuple(range(4, 33, 4))  # 4, 8, ..., 32: eight nodes for early stopping; the other 24 are the test split
+
+
+@register_dataset("karate", summary="Zachary's karate club, 34 nodes, 2 factions, 2 labelled (offline, networkx)",
+                  task="node_classification", offline=True)
+def _karate(ctx: LoadContext) -> DataBundle:
+    """Zachary's karate club from networkx: identity features (Kipf & Welling's featureless graph, section 6.3).
+
+    Labels are the two factions the club split into (networkx's ``club`` attribute: 0 = "Mr. Hi",
+    1 = "Officer"). Training labels two nodes, the faction leaders 0 and 33 (one per class); the
+    validation split is nodes 4, 8, ..., 32 (8 nodes), the test split the other 24.
+    """
+    import networkx as nx
+
+    g = nx.karate_club_graph()
+    n = g.number_of_nodes()
+    clubs = ["Mr. Hi", "Officer"]
+    y = torch.tensor([clubs.index(g.nodes[i]["club"]) for i in range(n)], dtype=torch.int64)
+    src, dst = zip(*g.edges())  # 78 undirected edges
+    both = np.array([src + dst, dst + src], dtype=np.int64)  # (2, 156): each edge in both directions
+    pairs = np.unique(both[1] * n + both[0])  # sorted by (target, source) like the Planetoid graphs
+    edge_index = torch.from_numpy(np.stack([pairs % n, pairs // n]))
+    x = torch.eye(n)  # (N, N) one-hot node ids: the graph is featureless
+    masks = {s: torch.zeros(n, dtype=torch.bool) for s in ("train", "val", "test")}
+    masks["train"][list(KARATE_TRAIN)] = True
+    masks["val"][list(KARATE_VAL)] = True
+    masks["test"] = ~(masks["train"] | masks["val"])
+    counts = {s: int(m.sum()) for s, m in masks.items()}
+    return DataBundle(
+        name="karate", task="node_classification",
+        train=GraphSplit(x, y, masks["train"]), test=GraphSplit(x, y, masks["test"]),
+        num_classes=2, input_shape=(n, n),
+        meta={"x": x, "y": y, "edge_index": edge_index, "train_mask": masks["train"], "val_mask": masks["val"],
+              "test_mask": masks["test"], "val": GraphSplit(x, y, masks["val"]), "num_nodes": n,
+              "num_edges": int(edge_index.shape[1]), "classes": clubs, "ignore_index": IGNORE_INDEX,
+              "split": f"train = nodes {list(KARATE_TRAIN)} (the faction leaders), val = nodes {list(KARATE_VAL)}, "
+                       f"test = the other {counts['test']}", "split_sizes": counts,
+              "source": "networkx.karate_club_graph() (Zachary 1977), offline",
+              "licence": "networkx BSD-3-Clause; data from W. W. Zachary (1977)"},
+    )

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from nnatlas.train.checkpoint import atomic_write_text
 from nnatlas.train.tasks.base import Option, all_options
 from nnatlas.train.trainer import AMP, DEFAULTS, OPTIMIZERS, SCHEDULES, TrainConfig, config_for_run, evaluate_run, train
 
@@ -99,6 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for flag in ("resume", "overwrite"):
         if not given.get(flag):
             given.pop(flag, None)
+    if args.seeds is not None:
+        return _train_seeds(args.model, given, args.seeds, progress=args.progress)
     cfg = config_for_run(args.model, given)
     result = train(cfg, progress=None if args.progress is None else args.progress)
     if int(os.environ.get("RANK", "0") or 0) == 0:
@@ -106,6 +109,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_") and isinstance(v, float))
         print(f"{cfg.model} on {final['data']}: {metrics}  ({final['steps']} steps, {final['epochs']} epochs, {final['train_time_s']:.1f}s training)")
         print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _train_seeds(model: str, given: dict[str, Any], n: int, *, progress: bool | None) -> int:
+    """``--seeds N``: the run N times, seeds S, S+1, ... (S = ``--seed``, default 0), each into OUT/seed-K;
+    OUT/seeds.json holds each seed's final metrics and, per numeric metric, the mean and the sample
+    standard deviation (n - 1 in the denominator; 0 for one seed)."""
+    if n < 1:
+        raise ValueError(f"--seeds must be an integer >= 1; got {n}")
+    first = given.pop("seed", 0)
+    out = TrainConfig(model=model, out=given.pop("out", None)).run_dir
+    finals: dict[str, dict[str, Any]] = {}
+    for seed in range(first, first + n):
+        cfg = config_for_run(model, {**given, "seed": seed, "out": str(out / f"seed-{seed}")})
+        finals[str(seed)] = train(cfg, progress=None if progress is None else progress).final
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0
+    keys = [k for k, v in finals[str(first)].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    mean, std = {}, {}
+    for k in keys:
+        values = [float(f[k]) for f in finals.values() if isinstance(f.get(k), (int, float))]
+        m = sum(values) / len(values)
+        mean[k] = m
+        std[k] = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    doc = {"model": model, "seeds": [int(s) for s in finals], "mean": mean, "std": std, "runs": finals}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "seeds.json", json.dumps(doc, indent=1) + "\n")
+    shown = [k for k in keys if k.startswith("test_")] + ["train_time_s"]
+    metrics = "  ".join(f"{k} {mean[k]:.4f} ± {std[k]:.4f}" for k in shown if k in mean)
+    print(f"{model} over {n} seeds: {metrics}")
+    print(f"runs and seeds.json in: {out}")
     return 0
 
 
@@ -141,6 +175,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
     g.add_argument("--patience", type=int, default=None, metavar="EPOCHS", help="stop when the test metric has not improved for this many epochs")
     g.add_argument("--seed", type=int, default=None, help="(default 0)")
+    g.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="train N runs, seeds SEED..SEED+N-1, into OUT/seed-K; OUT/seeds.json gets each final, the mean and std")
     g.add_argument("--model-arg", dest="model_args", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
                    help="a config override for the model, e.g. dropout=0.1 (repeatable)")
     _add_task_options(p)

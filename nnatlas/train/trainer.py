@@ -68,6 +68,7 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
 # What a run uses where neither the command line nor the card's recipe says (nnatlas.registry.Recipe's fields).
 DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 100}
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name != "source")
+CURVES_EVERY_S = 10.0  # curves.png is redrawn at most this often during a run, and once at its end
 # Options that may differ when a run is resumed; every other one must equal the saved run's.
 RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience"})
 
@@ -557,6 +558,7 @@ class _Run:
         self.rundir: RunDir | None = None  # set by _setup: where the run writes until its first checkpoint
         self.progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
         self.amp_dtype = _amp_dtype(cfg.amp, device)
+        self._curves_at = -math.inf  # time.monotonic() of the last curves.png
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -578,7 +580,7 @@ class _Run:
         self.steps_per_epoch = len(_batches(torch.empty(-(-self.n_train // ctx.world_size)), cfg.batch_size))
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer] * self.task.lr_scale
-        self.opt = _make_optimizer(cfg, self.model.parameters(), self.lr)
+        self.opt = _make_optimizer(cfg, self.task.param_groups(self.model), self.lr)
         self.sched = _make_schedule(cfg, self.opt, self.total_steps, self.lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.eval_batch = max(cfg.batch_size, 256)
@@ -717,11 +719,15 @@ class _Run:
 
     # -- files --------------------------------------------------------------------------------
 
-    def _write_metrics(self) -> None:
+    def _write_metrics(self, *, final: bool = False) -> None:
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
         ckpt.atomic_write_text(self.run_dir / "metrics.jsonl", lines)
-        if self.history:
+        # curves.png costs ~0.1-1 s of matplotlib: redrawn at most every CURVES_EVERY_S, and at the end
+        # (a full-graph GCN run evaluates after each of its 200 one-step epochs)
+        due = final or time.monotonic() - self._curves_at >= CURVES_EVERY_S
+        if self.history and due:
             write_curves(self.run_dir / "curves.png", self.history, f"{self.cfg.model} on {self.plan.data}")
+            self._curves_at = time.monotonic()
 
     def _artefacts(self, tag: str) -> None:
         """The task's artefacts of this evaluation, listed in artefacts/manifest.json (a failure is a warning)."""
@@ -900,6 +906,7 @@ class _Run:
             "device": str(self.device),
         }
         if ctx.is_main:
+            self._write_metrics(final=True)
             ckpt.save_weights(self.run_dir / "last.safetensors", self.model, model_name=cfg.model, extra={"step": str(self.global_step)})
             _write_json(self.run_dir / "final.json", final)
         return TrainResult(final=final, history=self.history, run_dir=self.run_dir, model=self.model, plan=self.plan, task=self.task)

@@ -9,7 +9,9 @@ from nnatlas.train.tasks import vision  # noqa: F401  (registers classification,
 from nnatlas.train.tasks import language  # noqa: F401  (registers language_model)
 from nnatlas.train.tasks import translation  # noqa: F401  (registers translation)
 from nnatlas.train.tasks import masked_lm  # noqa: F401  (registers masked_lm)
+from nnatlas.train.tasks import graph  # noqa: F401  (registers node_classification)
 from nnatlas.train.tasks import sequence  # noqa: F401  (registers sequence_classification)
 from nnatlas.train.tasks import forecast  # noqa: F401  (registers forecast)
+from nnatlas.train.tasks import generative  # noqa: F401  (registers reconstruction, vae)
 
 __all__ = ["Batch", "Option", "Plan", "Task", "check_fit", "datasets_for", "register_task", "task_class", "trainable_kinds"]

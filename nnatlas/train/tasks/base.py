@@ -156,6 +156,11 @@ class Task:
     def metrics(self, sums: Tensor) -> dict[str, float]:
         raise NotImplementedError
 
+    def param_groups(self, model: nn.Module) -> Any:
+        """What the optimizer updates: ``model.parameters()``, or parameter groups (dicts) where the
+        recipe treats parts of the model differently (a group's own ``weight_decay`` overrides the run's)."""
+        return model.parameters()
+
     def improved(self, new: float, old: float | None) -> bool:
         if old is None:
             return True

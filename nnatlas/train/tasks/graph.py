@@ -1,0 +1,141 @@
+"""Node classification on one graph (Kipf & Welling, 2017): the ``gcn`` and ``gnn`` models.
+
+The whole graph is one example: the training split has size 1 and every step is one full-batch
+gradient step (an epoch is one step). :meth:`NodeClassificationTask.batch` returns the graph
+with the labels of one split: ``x`` (N, F) node features, ``edge_index`` (2, E) and ``y`` (N,)
+with ``-100`` (cross entropy's ``ignore_index``) on every node outside the split, so the loss
+of a split is the mean cross entropy over its labelled nodes only.
+
+Splits: ``train``, ``val`` and ``test`` masks as the data set gives them (Planetoid's 20 per
+class / 500 / 1,000 nodes on Cora and CiteSeer; two labelled nodes of Zachary's karate club,
+see ``nnatlas.data.graphs``). Evaluation scores ``val`` and ``test``; the validation loss picks
+``best.safetensors`` and drives early stopping (the recipe's ``patience``: Kipf & Welling stop
+when the validation loss has not fallen for 10 epochs).
+
+The optimiser's parameter groups come from the model where it defines ``param_groups()``
+(the GCN: weight decay on the first layer only, as the paper does).
+
+Metrics (float64 sums): ``loss`` (mean cross entropy over the split's nodes), ``acc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import nnatlas
+from nnatlas.train.tasks.base import Batch, Plan, Task, check_model_args, config_fields, probe, register_task
+
+__all__ = ["NodeClassificationTask", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100  # labels of nodes outside a split (F.cross_entropy's default ignore_index)
+SPLITS = ("train", "val", "test")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel or torch.compile wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
+    return model
+
+
+@register_task
+class NodeClassificationTask(Task):
+    """One whole graph a step; cross entropy over the labelled nodes of a split."""
+
+    kind = "node_classification"
+    data_kinds = ("node_classification",)
+    best, mode = "val_loss", "min"
+    eval_splits = ("val", "test")
+    num_sums = 3
+
+    def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:
+        super().__init__(plan, bundle, options)
+        self.graph: dict[str, Tensor] = {}
+        if bundle is not None:
+            meta = bundle.meta
+            y = meta["y"]
+            self.graph = {"x": meta["x"].float(), "edge_index": meta["edge_index"].long()}
+            for split in SPLITS:
+                mask = meta[f"{split}_mask"]
+                self.graph[f"y_{split}"] = torch.where(mask, y, torch.full_like(y, IGNORE_INDEX))  # (N,)
+        self._on: dict[str, dict[str, Tensor]] = {}  # the graph moved to each device once
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+        where = f"model {model_name!r} on data set {bundle.name!r}"
+        fields = config_fields(model_name)
+        check_model_args(model_name, fields, model_args)
+        missing = [k for k in ("x", "y", "edge_index", "train_mask", "val_mask", "test_mask") if k not in bundle.meta]
+        if missing:
+            raise ValueError(f"{where}: the data set's meta lacks {missing}; a node-classification set gives the graph and its masks")
+        N, F_in = bundle.meta["x"].shape
+        C = int(bundle.num_classes)
+        overrides: dict[str, Any] = {}
+        for name, value in (("in_features", F_in), ("num_classes", C)):
+            if name in fields:
+                overrides[name] = value
+        overrides.update(model_args)
+        plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides,
+                    details={"num_nodes": int(N), "in_features": int(F_in), "num_classes": C})
+        model = nnatlas.create(model_name, **overrides)
+        task = cls(plan, bundle, options)
+        out = probe(model, task.graph["x"], task.graph["edge_index"])
+        if out.dim() != 2 or tuple(out.shape) != (N, C):
+            raise ValueError(f"{where}: expected logits (N, C) = ({N}, {C}), one row per node; the model gives {tuple(out.shape)}")
+        return task, model
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def size(self, split: str) -> int:
+        if split not in SPLITS:
+            raise ValueError(f"the node_classification task has splits {SPLITS}; got {split!r}")
+        return 1  # the whole graph is one example
+
+    def _graph(self, device: torch.device) -> dict[str, Tensor]:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = {k: v.to(device) for k, v in self.graph.items()}
+        return self._on[key]
+
+    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+        """The whole graph with ``split``'s labels; ``indices`` is ``[0]`` (one graph), ``generator`` unused."""
+        self.size(split)
+        g = self._graph(device)
+        return {"x": g["x"], "edge_index": g["edge_index"], "y": g[f"y_{split}"]}
+
+    def report_input(self, device: torch.device) -> Any:
+        g = self._graph(device)
+        return (g["x"], g["edge_index"])
+
+    # -- model, loss, metrics -------------------------------------------------------------------
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits = model(batch["x"], batch["edge_index"])  # (N, C)
+        return F.cross_entropy(logits.float(), batch["y"], ignore_index=IGNORE_INDEX)
+
+    def sums(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits = model(batch["x"], batch["edge_index"]).float()  # (N, C)
+        y = batch["y"]
+        labelled = y != IGNORE_INDEX  # (N,)
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        correct = (logits.argmax(1) == y)[labelled].sum()
+        return torch.stack([loss.double(), correct.double(), labelled.sum().double()])
+
+    def metrics(self, sums: Tensor) -> dict[str, float]:
+        loss, correct, n = sums.tolist()
+        return {"loss": loss / n, "acc": correct / n} if n else {"loss": float("nan"), "acc": float("nan")}
+
+    def param_groups(self, model: nn.Module) -> Any:
+        """The model's own groups where it defines them (GCN: weight decay on ``conv1`` only)."""
+        own = getattr(_unwrap(model), "param_groups", None)
+        return own() if callable(own) else model.parameters()
+
+    def inference(self) -> dict[str, Any]:
+        return {"graph": dict(self.plan.details), "ignore_index": IGNORE_INDEX}
