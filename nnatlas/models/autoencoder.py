@@ -196,11 +196,16 @@ class AutoEncoder(nn.Module):
     def _name(self) -> str:
         return "DenoisingAutoEncoder" if self.config.noise_std > 0 else "StackedAutoEncoder"
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, N) -> reconstruction (B, N); in training the encoder reads x + noise_std * randn."""
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """x (B, N) -> reconstruction (B, N); in training the encoder reads x + noise_std * noise.
+
+        ``noise`` (B, N) is the corruption's standard normal draw; None draws it here (``randn_like``).
+        A trainer that owns its randomness passes it. Eval mode and ``noise_std = 0`` ignore it.
+        """
         check_input(x, ("B", self.config.in_features), model=self._name, like=self)
         if self.training and self.config.noise_std > 0:
-            x = x + self.config.noise_std * torch.randn_like(x)  # corrupt the input, not the target
+            eps = torch.randn_like(x) if noise is None else noise  # (B, N), ε ~ N(0, I)
+            x = x + self.config.noise_std * eps  # corrupt the input, not the target
             x = name(x, "X̃", self._noise_formula, desc="corrupted input", dims="B D")
         code = self.encoder(x)  # (B, 256)
         return self.decoder(code)  # (B, N)
@@ -228,11 +233,15 @@ class VAE(nn.Module):
         mu = name(self.fc_mu(h), "μ", desc="mean", dims="B Z")
         return mu, name(self.fc_logvar(h), "log σ²", desc="log variance", dims="B Z")
 
-    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I), in training; z = mu in eval."""
+    def reparameterize(self, mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I), in training; z = mu in eval.
+
+        ``eps`` (B, Z) is the standard normal draw; None draws it here. A trainer that owns its
+        randomness passes it.
+        """
         if not self.training:
             return mu
-        eps = name(torch.randn_like(mu), "ε", desc="noise", dims="B Z")  # ε ~ N(0, I)
+        eps = name(torch.randn_like(mu) if eps is None else eps, "ε", desc="noise", dims="B Z")  # ε ~ N(0, I)
         z = mu + torch.exp(0.5 * logvar) * eps  # (B, Z)
         return name(z, "z", "μ + exp(log σ² / 2) ⊙ ε", desc="latent", dims="B Z")
 
@@ -240,11 +249,11 @@ class VAE(nn.Module):
         """z (B, Z) -> Bernoulli means (B, N) in (0, 1)."""
         return self.decoder(z)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, N) -> recon (B, N), mu (B, Z), logvar (B, Z)."""
+    def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, N) [, eps (B, Z) the reparameterisation's draw] -> recon (B, N), mu (B, Z), logvar (B, Z)."""
         check_input(x, ("B", self.config.in_features), model="VAE", like=self)
         mu, logvar = self.encode(x)  # (B, Z) each
-        z = self.reparameterize(mu, logvar)  # (B, Z)
+        z = self.reparameterize(mu, logvar, eps)  # (B, Z)
         return name(self.decode(z), "X̂", desc="reconstruction", dims="B D"), mu, logvar
 
     @torch.no_grad()
