@@ -8,6 +8,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"nnatlas {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if not _peer_lost(err):
+            raise
+        rank = os.environ.get("RANK", "?")
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        print(f"nnatlas {args.command}: error: rank {rank}: another process of the data-parallel run failed or was "
+              f"killed ({reason}); its checkpoint is whole: fix the cause and start again with --resume", file=sys.stderr)
+        return 2
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed because another rank of a torchrun job died."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    return isinstance(err, dist.DistError) or any(k in str(err) for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))
 
 
 if __name__ == "__main__":
