@@ -132,14 +132,30 @@ def _inside_trace(trace: Trace, path: str, rebuild: tuple[str, tuple, tuple]) ->
     """A trace of a fresh copy of a layer counted as one box (attention), on the shapes its first call read."""
     import nnatlas.nn
 
-    call = next((c for c in trace.calls if c.kind == "module" and c.path == path), None)
-    if call is None or len(call.inputs) < 3:
-        return None
     cls, args, kwargs = rebuild
-    with torch.device("meta"):
+    arity, options = _REBUILT[cls]
+    call = next((c for c in trace.calls if c.kind == "module" and c.path == path), None)
+    if call is None or len(call.inputs) < arity:
+        return None
+    # attention runs on meta; a graph convolution reads its edge list's values, so it runs on small real zeros
+    device = "meta" if cls == "MultiheadAttention" else "cpu"
+    with torch.device(device):
         module = getattr(nnatlas.nn, cls)(*args, **dict(kwargs))
-    inputs = tuple(torch.zeros(trace.shape(t), device="meta") for t in call.inputs[:3])  # query, key, value
-    return trace_fn(module, inputs, name=cls, batched=trace.batch_size is not None, kwargs={"need_weights": False})
+        inputs = tuple(_stand_in(trace.shape(t), trace.tensors[t].dtype, call.inputs[0] != t and trace.shape(
+            call.inputs[0])) for t in call.inputs[:arity])
+    return trace_fn(module, inputs, name=cls, batched=trace.batch_size is not None, kwargs=dict(options))
+
+
+def _stand_in(shape: tuple[int, ...], dtype: str, first: tuple[int, ...] | bool) -> torch.Tensor:
+    """Zeros of ``shape``; an integer (2, E) edge list becomes a ring over the first input's N nodes (no self-loops)."""
+    if dtype in ("int64", "int32") and len(shape) == 2 and shape[0] == 2 and first:
+        k = torch.arange(shape[1])
+        return torch.stack([k % first[0], (k + 1) % first[0]])
+    return torch.zeros(shape, dtype=getattr(torch, dtype))
+
+
+# layers drawn inside by a trace of their own: (inputs read, keyword arguments of the drawn call)
+_REBUILT = {"MultiheadAttention": (3, {"need_weights": False}), "GCNConv": (2, {})}
 
 
 def diagram(model_or_name: nn.Module | str | Trace, input: Any = None, depth: int | None = 1, blocks: bool = True,

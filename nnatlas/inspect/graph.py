@@ -449,17 +449,27 @@ def _absorb_formulas(graph: Graph, trace: Trace, expanded: set[int]) -> None:
                     formulas[e.src] = nm.formula
     if not formulas:
         return
-    absorbed = set(formulas)
-    changed = True
-    while changed:
-        changed = False
-        for n in graph.nodes:
-            if n.id in absorbed or n.kind not in ("op", "layer") or n.steps > 1 or n.repeat > 1:
-                continue
-            leaving = outs.get(n.id, [])
-            if leaving and all(e.dst in absorbed for e in leaving):
-                absorbed.add(n.id)
-                changed = True
+    # absorbed: the operations every path from which ends in a formula box (cycles of a loop included)
+    candidates = {n.id for n in graph.nodes if n.kind in ("op", "layer") and n.repeat == 1} - set(formulas)
+    ins_of: dict[str, list[str]] = {}
+    for e in graph.edges:
+        if e.src != e.dst:
+            ins_of.setdefault(e.dst, []).append(e.src)
+    escaping = {n for n in candidates
+                if any(e.dst not in candidates and e.dst not in formulas for e in outs.get(n, []))}
+    stack = list(escaping)
+    while stack:  # whatever feeds an escaping operation escapes too
+        for src in ins_of.get(stack.pop(), []):
+            if src in candidates and src not in escaping:
+                escaping.add(src)
+                stack.append(src)
+    reaching, stack = set(), list(formulas)
+    while stack:
+        for src in ins_of.get(stack.pop(), []):
+            if src in candidates and src not in reaching:
+                reaching.add(src)
+                stack.append(src)
+    absorbed = set(formulas) | (reaching - escaping)
     ins: dict[str, list[Edge]] = {}
     for e in graph.edges:
         if e.src != e.dst:

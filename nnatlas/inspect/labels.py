@@ -22,7 +22,7 @@ _OPS = {
     "linear": "Linear", "chunk": "chunk", "split": "split", "mean": "mean", "sum": "sum",
     "layer_norm": "LayerNorm", "dropout": "Dropout", "embedding": "Embedding", "conv2d": "conv2d",
     "max_pool2d": "MaxPool2D", "avg_pool2d": "AvgPool2D", "adaptive_avg_pool2d": "AdaptiveAvgPool2D",
-    "interpolate": "Upsample", "pad": "pad", "einsum": "einsum", "masked_fill": "masked_fill",
+    "interpolate": "Upsample", "pad": "pad", "einsum": "einsum", "masked_fill": "masked_fill", "setitem": "assign",
 }
 
 

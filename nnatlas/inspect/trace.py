@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from nnatlas.inspect.macs import function_macs, module_formula
-from nnatlas.nn import attention, recurrent
+from nnatlas.nn import attention, graph, recurrent
 from nnatlas.nn.names import recording
 
 __all__ = ["Call", "ModuleInfo", "Name", "TensorInfo", "Trace", "TraceError", "trace", "trace_model", "CONTAINERS"]
@@ -342,10 +342,12 @@ class _Recorder(TorchFunctionMode):
         top = self.stack[-1]
         if top < 0:
             return out
+        name = _op_name(func)
         outs = _tensors(out)
+        if name == "setitem" and args and isinstance(args[0], torch.Tensor):
+            outs = [args[0]]  # y[s:e] = v writes into y: a new version of y, made from v
         if not outs:
             return out
-        name = _op_name(func)
         parent = self.calls[top]
         if self._inside_opaque(top):
             if not parent.counted:  # a layer without a formula: its matmuls still count
@@ -384,6 +386,10 @@ class _Recorder(TorchFunctionMode):
         self.calls.append(call)
         parent.children.append(call.index)
         call.outputs = [self.produce(t, call.index) for t in outs]
+        for t in outs:  # an in-place write into a view changes its base: later reads of the base see this call
+            base = t._base if name.endswith("_") or name == "setitem" or any(t is i for i in ins) else None
+            if base is not None and id(base) in self.tid:
+                self.produce(base, call.index)
         return out
 
 
@@ -451,6 +457,10 @@ def _rebuild(module: nn.Module) -> tuple[str, tuple, tuple] | None:
     if isinstance(module, attention.MultiheadAttention):
         kwargs = (("batch_first", module.batch_first), ("kdim", module.kdim), ("vdim", module.vdim))
         return ("MultiheadAttention", (module.embed_dim, module.num_heads), kwargs)
+    if isinstance(module, graph.GCNConv):
+        kwargs = (("improved", module.improved), ("add_self_loops", module.add_self_loops),
+                  ("normalize", module.normalize), ("bias", module.bias is not None))
+        return ("GCNConv", (module.in_channels, module.out_channels), kwargs)
     return None
 
 

@@ -113,6 +113,7 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.in_channels, self.growth_rate, self.bn_size = in_channels, growth_rate, bn_size
+        self._out_dims = f"B, C={in_channels}+{growth_rate}, H, W"  # the diagram's channel arithmetic
         self.norm1 = BatchNorm2d(in_channels)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
@@ -130,7 +131,7 @@ class DenseLayer(nn.Module):
         new = self.conv2(self.relu2(self.norm2(new)))  # (B, k, H, W)
         if self.drop_rate > 0:
             new = F.dropout(new, p=self.drop_rate, training=self.training)
-        return torch.cat([x, new], dim=1)  # (B, C_in + k, H, W)
+        return name(torch.cat([x, new], dim=1), None, dims=self._out_dims)  # (B, C_in + k, H, W)
 
 
 class DenseBlock(nn.Module):
@@ -242,7 +243,9 @@ _SEED_NOTES = (
     "Seed 000 draws the transition with a 2x2 max-pool; the paper (and torchvision) average-pools, "
     "as here. The seed's body also leaves out the final BatchNorm + ReLU (norm5) before the global "
     "pool, which the pre-activation layout needs; it is here. The seed's fixed 7x7 average pool is "
-    "adaptive here (equal at 224x224) and its Softmax is folded into the loss: the model returns logits."
+    "adaptive here (equal at 224x224) and its Softmax is folded into the loss: the model returns logits. "
+    "The seed's DenseNet drawings never make their tensors records (no shape=Mrecord: they draw as boxes) "
+    "and misspell Transition as 'Trasition'; the diagrams here draw tensors as records."
 )
 
 

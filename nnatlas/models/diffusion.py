@@ -46,6 +46,7 @@ from torch import nn
 
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
 __all__ = [
@@ -351,7 +352,8 @@ class DDPMUNet(nn.Module):
         if t.numel() and not t.is_meta and (int(t.min()) < 0 or int(t.max()) >= c.num_timesteps):
             raise ShapeError(f"DDPM expects t in [0, {c.num_timesteps}); got steps in [{int(t.min())}, {int(t.max())}]")
 
-        temb = self.temb(t)  # (B, 4ch)
+        x, t = name(x, "x_t", desc="noisy image", dims="B C H W"), name(t, "t", desc="time step", dims="B")
+        temb = name(self.temb(t), "t_emb", desc="time embedding", dims="B D")  # (B, 4ch)
         hs = [self.conv_in(x)]  # (B, ch, H, W)
         for level in self.down:
             hs += level(hs[-1], temb)  # down to (B, ch * mult[-1], H / 2^(levels-1), ...)
@@ -361,7 +363,7 @@ class DDPMUNet(nn.Module):
         for level in reversed(self.up):
             h = level(h, temb, hs)  # pops its skips; back up to (B, ch, H, W)
         h = F.silu(self.norm_out(h))
-        return self.conv_out(h)  # (B, C, H, W)
+        return name(self.conv_out(h), "ε̂", desc="predicted noise", dims="B C H W")  # ε_θ(x_t, t): (B, C, H, W)
 
 
 # --- the diffusion process ---------------------------------------------------------------

@@ -383,7 +383,8 @@ _SEED002 = Seed("002_45599a84e7f542eb.txt", "卷积神经网络(LeNet)")
             "Seed 000's diagram: 32x32x1 -> conv5x5 6 (28x28x6) -> maxpool 2 (14x14x6) -> conv5x5 16 (10x10x16) -> "
             "maxpool 2 (5x5x16) -> 120 -> 84 -> 10 with ReLU. This is the modern simplification, not the paper's "
             "LeNet-5 (see lenet5_1998). The seed draws a final Softmax; the model returns logits (softmax folded into "
-            "the cross-entropy loss, as torchvision does). The seed's output label misspells BatchSize as 'BatchSise'."
+            "the cross-entropy loss, as torchvision does). The seed's output label misspells BatchSize as 'BatchSise'. "
+            "published_params (61,706) is computed from the seed's layer sizes, not a published figure."
         ),
     ),
 )

@@ -333,6 +333,7 @@ class MambaMixer(nn.Module):
         batch, L, _ = hidden.shape
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2I, L)
         x, z = xz.chunk(2, dim=1)  # (B, I, L) each
+        z = name(z, "Z", desc="gate", dims="B I L")
         x = F.silu(self.conv1d(x)[..., :L])  # (B, I, L): the first L outputs see no future step
         x = name(x, "X", "SiLU(causal conv1d(x))", desc="input projection", dims="B I L")
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)

@@ -46,6 +46,7 @@ from torch import nn
 from nnatlas import nn as atlas_nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
 
 __all__ = ["PointerNetConfig", "PointerAttention", "PointerNet", "pointer_loss"]
@@ -156,6 +157,7 @@ class PointerNet(nn.Module):
             targets = targets.to(points.device)
 
         e, h, cell = self._encode(points, lengths)  # (B, N, H), (B, H), (B, H)
+        e = name(e, "e", desc="encoder states", dims="B N H")
         W1e = self.attention.W1(e)  # (B, N, H): the encoder half of the scores, once
         chosen = torch.zeros_like(valid)  # (B, N) positions already pointed at
         d_in = self.start.expand(B, P)  # (B, P)
@@ -163,10 +165,11 @@ class PointerNet(nn.Module):
         log_probs, indices = [], []
         for i in range(N):
             h, cell = self.decoder(d_in, (h, cell))  # d_i (B, H)
-            scores = self.attention(W1e, h)  # u (B, N)
+            scores = name(self.attention(W1e, h), "u", "v tanh(W1 e_j + W2 d_i)", desc="scores", dims="B N")  # u (B, N)
             allowed = valid & ~chosen  # (B, N)
             scores = scores.masked_fill(~allowed, MASKED)
             logp = F.log_softmax(scores, dim=-1)  # (B, N)
+            logp = name(logp, "p(C_i | C_<i, P)", "log softmax(u), chosen masked", desc="pointer distribution", dims="B N")
             active = allowed.any(dim=-1)  # (B,) rows still decoding (i < length)
             logp = logp.masked_fill(~active.unsqueeze(1), 0.0)  # finished rows: no distribution
             pick = targets[:, i] if targets is not None else logp.argmax(dim=-1)  # (B,)

@@ -219,7 +219,10 @@ _SEED_NOTES = (
     "has BN after every conv, as here. Seed 000's 'DownConvBlock' is the stride-2 BasicBlock with "
     "a 1x1 stride-2 projection shortcut (here conv + BN, torchvision's 'downsample'). The seed's "
     "fixed 7x7 average pool is adaptive here (equal at 224x224) and its Softmax is folded into the "
-    "loss: the model returns logits."
+    "loss: the model returns logits. Seed 000's body also has no BatchNorm or ReLU in the stem (conv0 "
+    "goes straight to the max-pool); here, as in the paper, conv1 - BN - ReLU - max-pool. Its block "
+    "drawings end in an 'oup' node that is never defined (Graphviz draws a bare box); the block "
+    "diagrams here end in the output tensor."
 )
 
 

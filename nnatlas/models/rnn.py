@@ -405,6 +405,8 @@ def rnn(**overrides) -> RecurrentClassifier:
         "lstm", "LSTM classifier", LSTM_PAPER, Seed(_SEED000, "5.4 LSTM 单元"), "LSTM",
         "LSTM with the forget gate (Gers et al., 2000). Seed 000's cell computes H = C * tanh(O); "
         "correct (here) is H = O * tanh(C). The seed's LSTM and GRU digraphs carry each other's names. "
+        "The seed's LSTM cell declares C[t-1] but never connects it (its cell-state box reads F[t], I[t] "
+        "and CCand[t] only); the cell diagram here reads C[t-1]. "
         "Seed 004's LSTM class builds its own cell then steps nn.LSTMCell and returns log_softmax; "
         "this returns logits.",
     ),
@@ -419,7 +421,9 @@ def lstm(**overrides) -> RecurrentClassifier:
         "gru", "GRU classifier", GRU_PAPER, Seed(_SEED000, "5.5 GRU 单元"), "GRU",
         "torch's GRU convention: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h "
         "(the paper applies r before W_hn; seed 000 writes h' = (1 - z) * h + z * n, the same model with z "
-        "relabelled). Seed 004's GRU stack never iterates over time; this one does.",
+        "relabelled). Seed 004's GRU stack never iterates over time; this one does. Seed 000's GRU cell "
+        "writes U[x] where U[z] is meant (in Z[t]'s formula), and its final box names H[t-1] but has no edge "
+        "from it; the cell diagram here draws both.",
     ),
 )  # fmt: skip
 def gru(**overrides) -> RecurrentClassifier:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from nnatlas.errors import ShapeError, check_input
+from nnatlas.nn.names import name
 
 __all__ = ["GCNConv", "to_edge_index", "gcn_norm"]
 
@@ -125,6 +126,9 @@ def gcn_norm(
     return edge_index, deg_inv_sqrt.index_select(0, source) * edge_weight * deg_inv_sqrt.index_select(0, target)
 
 
+_GCN_FORMULA = "Â H W + b"  # eq. 2 of Kipf & Welling, one box in the diagram
+
+
 class GCNConv(nn.Module):
     """H' = D^-1/2 (A + I) D^-1/2 H W + b (Kipf & Welling, 2017); mirrors PyG's ``GCNConv``.
 
@@ -190,6 +194,7 @@ class GCNConv(nn.Module):
                     edge_index, edge_weight, N, improved=self.improved, add_self_loops=self.add_self_loops,
                     dtype=x.dtype,
                 )
+                edge_weight = name(edge_weight, "Â", "D^-1/2 (A + I) D^-1/2", desc="normalised adjacency", dims="E")
             if self.cached:
                 self._cached_graph = (edge_index, edge_weight)
         h = self.lin(x)  # (N, F'): H W first, the cheaper order when F' < F
@@ -202,7 +207,7 @@ class GCNConv(nn.Module):
         out = h.new_zeros(N, self.out_channels).index_add(0, target, messages)  # (N, F'): sum over neighbours
         if self.bias is not None:
             out = out + self.bias
-        return out
+        return name(out, "H'", _GCN_FORMULA, desc="node features", dims="N F")  # (N, F')
 
     @classmethod
     def from_reference(cls, module: nn.Module) -> "GCNConv":
