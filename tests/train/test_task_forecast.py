@@ -153,3 +153,11 @@ def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
     assert {"test_rmse", "test_persistence_rmse", "test_seasonal_rmse", "test_multi_rmse"} <= set(rows(killed)[-1])
     manifest = json.loads((killed / "artefacts" / "manifest.json").read_text())
     assert any(f.startswith("forecast-") and f.endswith(".png") for files in manifest.values() for f in files)
+
+
+def test_plot_times_reads_yyyymmdd_dates_as_years() -> None:
+    from nnatlas.train.tasks.forecast import plot_times
+
+    years = plot_times([19580329, 19590101, 20011229])
+    assert years[1] == 1959.0 and 1958.2 < years[0] < 1958.3 and 2001.9 < years[2] < 2002.0
+    assert plot_times([1700.0, 1701.0]).tolist() == [1700.0, 1701.0]  # years stay years

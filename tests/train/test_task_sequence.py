@@ -148,3 +148,21 @@ def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
     assert {"test_acc", "test_macro_acc"} <= set(rows(killed)[-1])
     manifest = json.loads((killed / "artefacts" / "manifest.json").read_text())
     assert any(f.startswith("confusion-") and f.endswith(".png") for files in manifest.values() for f in files)
+
+
+def test_balanced_draw_gives_every_class_the_same_chance() -> None:
+    codes = torch.tensor([[1, 0]] * 18 + [[2, 0]] * 2)  # 18 of class 0, 2 of class 1
+    y = torch.tensor([0] * 18 + [1] * 2)
+    ds = TensorDataset(codes, y)
+    bundle = DataBundle(name="toy", task="sequence_classification", train=ds, test=ds, num_classes=2, input_shape=(2,),
+                        meta={"alphabet": "ab", "classes": ["A", "B"]})
+    task, _ = SequenceClassificationTask.fit("char_rnn", bundle, {}, {"hidden_size": 4})
+    assert task.balanced  # the default for names
+    drawn = task.batch("train", torch.arange(2000), device=CPU, generator=torch.Generator().manual_seed(0))["y"]
+    assert abs(drawn.float().mean().item() - 0.5) < 0.05  # about half from the class of 2 examples
+    again = task.batch("train", torch.arange(2000), device=CPU, generator=torch.Generator().manual_seed(0))["y"]
+    assert torch.equal(drawn, again)  # the step's generator decides
+    plain = task.batch("test", torch.arange(20), device=CPU)["y"]
+    assert torch.equal(plain, y)  # evaluation reads the split as it is
+    off, _ = SequenceClassificationTask.fit("char_rnn", bundle, {"balanced": False}, {"hidden_size": 4})
+    assert torch.equal(off.batch("train", torch.arange(20), device=CPU, generator=torch.Generator())["y"], y)

@@ -77,6 +77,20 @@ def seasonal_naive(series: Tensor, pos: Tensor, season: int, h: int = 1) -> Tens
     return series[pos + h - 1 - k * season]
 
 
+def plot_times(times: Sequence[float]) -> np.ndarray:
+    """The series' time column for a plot axis: ``YYYYMMDD`` dates (co2's) as decimal years, else as they are."""
+    t = np.asarray(times, dtype=np.float64)
+    if len(t) and np.all((t >= 1e7) & (t < 3e7) & (t == np.round(t))):
+        import datetime as dt
+
+        def year(v: float) -> float:
+            d = dt.date(int(v) // 10000, int(v) // 100 % 100, int(v) % 100)
+            return d.year + (d.timetuple().tm_yday - 1) / 365.25
+
+        return np.array([year(v) for v in t])
+    return t
+
+
 def forecast_metrics(sums: Tensor, std: float) -> dict[str, float]:
     """RMSE and MAE in the data's units from the sum vector (errors summed in standardised units)."""
     s = dict(zip(_SUM_NAMES, sums.detach().double().cpu().tolist()))
@@ -277,14 +291,14 @@ class ForecastTask(Task):
         one = torch.cat([self.one_step(model, xb) for xb in x.split(512)])  # (N,)
         tail = self.recursive(model, x[:1], n_test)[0]  # (N,) from the first held-out window
         units = lambda v: (v.double().cpu() * self.std + self.mean).numpy()  # noqa: E731
-        times = np.asarray(self.bundle.meta.get("times", range(len(z))), dtype=np.float64)
+        times = plot_times(self.bundle.meta.get("times", range(len(z))))
         lo = max(0, start - 2 * n_test)
         fig = Figure(figsize=(10, 4), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         ax.plot(times[lo:], units(z[lo:]), color="0.55", lw=1.2, label="truth")
         ax.plot(times[start:], units(one), color="C0", lw=1.2, label="one-step forecast")
-        ax.plot(times[start:], units(tail), color="C3", lw=1.2, ls="--", label=f"recursive from {times[start]:g}")
+        ax.plot(times[start:], units(tail), color="C3", lw=1.2, ls="--", label=f"recursive from {times[start]:.6g}")
         ax.axvline(times[start], color="0.3", lw=0.8, ls=":")
         rmse = float(((one - z[start:]) ** 2).mean().sqrt()) * self.std
         prmse = float(((z[start - 1 : -1] - z[start:]) ** 2).mean().sqrt()) * self.std
