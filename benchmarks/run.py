@@ -7,7 +7,8 @@
 
 Each case times A (nnatlas, or the new path) and B (the reference, or the old path) on the same
 weights and inputs, one untimed warm-up each, then ``--repeats`` rounds; a round runs A and B
-back to back, in alternating order, so drift in the machine's load hits both. Reported per case:
+back to back, in alternating order, so drift in the machine's load hits both (a call shorter
+than half a second is repeated within a round and its mean taken). Reported per case:
 
 - ratio: the median over rounds of A's time / B's time in that round (< 1: A is faster);
 - min-ratio: A's best time / B's best time (the least noisy estimate on a loaded machine);
@@ -98,6 +99,9 @@ def _result(group: str, name: str, a: str, b: str, ta: list[float], tb: list[flo
                   max(_spread(ta), _spread(tb)), check, **kw)
 
 
+MIN_ROUND_S = 0.5  # a round of a fast case repeats its call until it lasts about this long
+
+
 def ab(env: Env, run_a: Callable[[], object], run_b: Callable[[], object]) -> tuple[list[float], list[float]]:
     """Times of A and B over ``env.repeats`` rounds, alternating which goes first."""
 
@@ -109,16 +113,20 @@ def ab(env: Env, run_a: Callable[[], object], run_b: Callable[[], object]) -> tu
         env.sync()
         return time.perf_counter() - start
 
-    timed(run_a)
-    timed(run_b)  # warm-up: first-call dispatch, allocator
+    # warm-up (first-call dispatch, allocator), which also sizes the rounds: calls shorter than
+    # MIN_ROUND_S run k times a round and count as the mean, so a scheduler hiccup is diluted
+    single = max(timed(run_a), timed(run_b), 1e-6)
+    k = max(1, min(200, math.ceil(MIN_ROUND_S / single)))
+    repeated = lambda fn: lambda: [fn() for _ in range(k)]  # noqa: E731
+    ra, rb = (repeated(run_a), repeated(run_b)) if k > 1 else (run_a, run_b)
     ta, tb = [], []
     for r in range(env.repeats):
         if r % 2 == 0:
-            ta.append(timed(run_a))
-            tb.append(timed(run_b))
+            ta.append(timed(ra) / k)
+            tb.append(timed(rb) / k)
         else:
-            tb.append(timed(run_b))
-            ta.append(timed(run_a))
+            tb.append(timed(rb) / k)
+            ta.append(timed(ra) / k)
     return ta, tb
 
 
