@@ -38,6 +38,8 @@ TINY: dict[str, dict[str, Any]] = {
     "mamba_130m": {"d_model": 32, "n_layer": 1, "dt_rank": 2},
     "gpt_shakespeare": {"d_model": 48, "num_layers": 1, "num_heads": 2, "context_length": 32},
     "nlp_rnn": {"hidden_size": 64},
+    "lstm_lm": {"hidden_size": 64},
+    "gru_lm": {"hidden_size": 64},
     "ddpm": {"base_channels": 16},
 }
 STEPS = 3
