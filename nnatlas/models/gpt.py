@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn.attention import KVCache, MultiheadAttention
 from nnatlas.registry import ModelCard, Paper, Recipe, configure, register_model
@@ -73,10 +74,7 @@ class GPTConfig:
     impl: Literal["sdpa", "manual"] = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "num_layers", "num_heads", "d_model"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"GPTConfig.{name} must be an int >= 1; got {value!r}")
+        check_fields(self)
         if self.d_model % self.num_heads:
             raise ConfigError(
                 f"GPTConfig.d_model must be divisible by num_heads; got {self.d_model} and {self.num_heads}"
