@@ -188,3 +188,16 @@ def test_random_token_ids(name: str, data: st.DataObject) -> None:
     assert not bad, "an id out of range was accepted"
     outs = out if isinstance(out, tuple) else (out,)
     assert all(math.isfinite(float(o.float().abs().sum())) for o in outs if isinstance(o, torch.Tensor))
+
+
+class _Alien:
+    """A value no annotation admits."""
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_config_field_is_type_checked(name: str) -> None:
+    """Each field given a value of no sensible type is refused (a family that forgets check_fields fails here)."""
+    cfg = _config(name)
+    for f in dataclasses.fields(cfg):
+        with pytest.raises(ValueError, match=f.name), torch.device("meta"):
+            nnatlas.create(name, **{f.name: _Alien()})
