@@ -55,6 +55,7 @@ SITE_MANIFEST = ".nnatlas-site.json"
 _HERE = Path(__file__).resolve().parent
 _SUMMARY_DEPTH = 2
 _MAX_SAMPLES = 12
+_SVG_SCALE = 0.6  # the seed style's boxes and fonts are large; at 60 % a ResNet fits a screen's width
 
 
 def default_cache_dir() -> Path:
@@ -192,6 +193,9 @@ class _SvgCache:
 def _inline_svg(svg: str, prefix: str) -> Markup:
     """Graphviz's SVG file made fit to sit in a page: no prolog, ids unique to this drawing."""
     svg = svg[svg.index("<svg"):]
+    head, rest = svg.split(">", 1)  # the drawing at _SVG_SCALE of Graphviz's size; the viewBox keeps it whole
+    head = re.sub(r'\s(width|height)="([\d.]+)pt"', lambda m: f' {m[1]}="{float(m[2]) * _SVG_SCALE:.0f}pt"', head)
+    svg = head + ">" + rest
     svg = re.sub(r'\sid="([^"]*)"', lambda m: f' id="{prefix}-{m.group(1)}"', svg)
     svg = svg.replace("<svg ", f'<svg class="diagram-svg" role="img" aria-label="{prefix}" ', 1)
     return Markup(svg)  # noqa: S704  (Graphviz's own output, labels escaped by Graphviz)
@@ -214,8 +218,11 @@ def _model_data(name: str) -> dict[str, Any]:
     from nnatlas.inspect import summary, trace_model
 
     data: dict[str, Any] = {"name": name, "config": _config_fields(name)}
+    with torch.device("meta"):
+        data["config_type"] = type(getattr(nnatlas.create(name), "config", None)).__name__
     factory = registry._entry(name).factory
-    data["line"] = inspect.getsourcelines(factory)[1]
+    lines, first = inspect.getsourcelines(factory)  # from the decorator: link to the ``def`` line
+    data["line"] = first + next((i for i, t in enumerate(lines) if t.lstrip().startswith("def ")), 0)
     try:
         trace = trace_model(name)
         table = summary(trace, depth=_SUMMARY_DEPTH)
@@ -247,10 +254,11 @@ def _cached_model_data(names: Sequence[str], folder: Path, code: str) -> tuple[d
         data = _model_data(name)
         for old in folder.glob(f"{name}-*.json"):
             old.unlink()
+        text_ = json.dumps(data, sort_keys=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+        tmp.write_text(text_, encoding="utf-8")
         tmp.replace(path)
-        out[name] = data
+        out[name] = json.loads(text_)  # the cached form: a fresh build and a cached one render the same
         fresh += 1
     return out, fresh
 
@@ -383,13 +391,17 @@ def _sections(names: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _variant_diffs(family_names: list[str], data: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Each variant's config fields that differ from the family's first variant (its base)."""
-    base = data[family_names[0]]["config"]
+    """Each variant's config fields that differ from the first variant built from the same config class."""
     out = {}
     for n in family_names:
+        kind = data[n].get("config_type")
+        base = data[next(m for m in family_names if data[m].get("config_type") == kind)]["config"]
         cfg = data[n]["config"]
-        diff = [f"{k}={v}" for k, v in cfg.items() if base.get(k) != v]
-        out[n] = ", ".join(diff)
+        out[n] = ", ".join(f"{k}={v}" for k, v in cfg.items() if base.get(k) != v)
+        if kind and base is not cfg and not out[n]:
+            out[n] = "—"
+        elif kind and base is cfg:
+            out[n] = f"{kind} (base)" if sum(data[m].get("config_type") == kind for m in family_names) > 1 else kind
     return out
 
 
@@ -422,9 +434,12 @@ def _run_id(folder: str, used: set[str]) -> str:
 
 
 def build(out: str | Path, runs: Sequence[str | Path] = (), lang: str = "both", pattern: str | None = None,
-          cache_dir: str | Path | None = None, verify: bool = True,
+          cache_dir: str | Path | None = None, verify: bool | Sequence[str] = True,
           progress: Callable[[str], None] | None = None) -> BuildResult:
-    """Write the atlas into ``out``; see the module docstring. Returns what was written and how long it took."""
+    """Write the atlas into ``out``; see the module docstring. Returns what was written and how long it took.
+
+    ``verify``: run ``nnatlas verify`` on every model (True), on none (False), or on the models named.
+    """
     if lang not in ("en", "zh", "both"):
         raise ValueError(f"--lang expects en, zh or both; got {lang!r}")
     langs = list(LANGS) if lang == "both" else [lang]
@@ -440,8 +455,9 @@ def build(out: str | Path, runs: Sequence[str | Path] = (), lang: str = "both", 
 
     t = time.perf_counter()
     reports: dict[str, verify_mod.ModelReport] = {}
-    if verify:
-        for r in verify_mod.verify(names, cache / "verify",
+    checked = names if verify is True else [n for n in names if n in verify] if verify else []
+    if checked:
+        for r in verify_mod.verify(checked, cache / "verify",
                                    lambda n, r, cached: None if cached else say(f"verified {n} ({r.seconds:.1f} s)")):
             reports[r.name] = r
     result.timings["verify"] = time.perf_counter() - t
@@ -552,7 +568,7 @@ def build(out: str | Path, runs: Sequence[str | Path] = (), lang: str = "both", 
             page("model.html.j2", f"models/{n}.html", lg, name=n, c=c, d=data[n], variants=families[c.family],
                  diffs=diffs, diagram=rendered[n, lg], equations=equations[c.family],
                  checks=_verify_rows(reports.get(n)), verified=bool(reports),
-                 runs=runs_by_model.get(n, []), any_runs=bool(run_infos), row=next(r for r in rows if r["name"] == n))
+                 runs=runs_by_model.get(n, []), any_runs=bool(run_infos), data=data, row=next(r for r in rows if r["name"] == n))
     writer.finish()
     result.timings["pages"] = time.perf_counter() - t
     result.seconds = time.perf_counter() - start
