@@ -50,14 +50,17 @@ def _check(model: Any, prompt: Tensor, max_new_tokens: int, temperature: float, 
     if missing:
         raise TypeError(f"generate expects a CausalLM (vocab_size, context_length, init_state, step); "
                         f"{type(model).__name__} lacks {', '.join(missing)}")
-    if not isinstance(prompt, Tensor) or prompt.dim() != 2 or prompt.dtype.is_floating_point or prompt.dtype == torch.bool:
+    integer = isinstance(prompt, Tensor) and not prompt.dtype.is_floating_point and prompt.dtype != torch.bool
+    if not integer or prompt.dim() != 2:
         got = f"{prompt.dtype} {tuple(prompt.shape)}" if isinstance(prompt, Tensor) else type(prompt).__name__
         raise ValueError(f"generate expects prompt token ids (B, T0) of an integer dtype; got {got}")
     if prompt.shape[0] < 1 or prompt.shape[1] < 1:
         raise ValueError(f"generate expects a prompt of at least one token per row; got shape {tuple(prompt.shape)}")
     V = model.vocab_size
     if int(prompt.min()) < 0 or int(prompt.max()) >= V:
-        raise ValueError(f"generate expects prompt ids in [0, {V}); got ids in [{int(prompt.min())}, {int(prompt.max())}]")
+        raise ValueError(
+            f"generate expects prompt ids in [0, {V}); got ids in [{int(prompt.min())}, {int(prompt.max())}]"
+        )
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"generate expects max_new_tokens as an int >= 0; got {max_new_tokens!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0 \

@@ -139,7 +139,9 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.d_model)  # token embedding, also the output projection
         self.wpe = nn.Embedding(c.context_length, c.d_model)  # learned absolute positions
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.d_model, c.num_heads, c.dropout, c.bias, c.impl) for _ in range(c.num_layers))
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.num_heads, c.dropout, c.bias, c.impl) for _ in range(c.num_layers)
+        )
         self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017), as GPT-2: one tensor

@@ -36,7 +36,8 @@ def _count(model: torch.nn.Module, *inputs: torch.Tensor) -> list[tuple[int, ...
 
 
 def test_three_dropouts_per_layer_and_one_after_the_embeddings() -> None:
-    model = BertModel(BertConfig(**{**SMALL.__dict__, "impl": "manual"})).train()  # manual: attention dropout is F.dropout
+    # the manual path: the attention dropout is an F.dropout call there (sdpa fuses it into the kernel)
+    model = BertModel(BertConfig(**{**SMALL.__dict__, "impl": "manual"})).train()
     ids = torch.randint(0, 97, (2, 10))
     shapes = _count(model, ids)
     B, T, H, heads = 2, 10, 32, 4
