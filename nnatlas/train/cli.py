@@ -112,33 +112,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mean_std(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per numeric key of the first row: the mean and the sample standard deviation (n - 1; 0 for one row)."""
+    mean, std = {}, {}
+    for k, v0 in rows[0].items():
+        if not isinstance(v0, (int, float)) or isinstance(v0, bool):
+            continue
+        values = [float(r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+        m = sum(values) / len(values)
+        mean[k] = m
+        std[k] = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
 def _train_seeds(model: str, given: dict[str, Any], n: int, *, progress: bool | None) -> int:
-    """``--seeds N``: the run N times, seeds S, S+1, ... (S = ``--seed``, default 0), each into OUT/seed-K;
-    OUT/seeds.json holds each seed's final metrics and, per numeric metric, the mean and the sample
-    standard deviation (n - 1 in the denominator; 0 for one seed)."""
+    """``--seeds N``: the run N times, seeds S, S+1, ... (S = ``--seed``, default 0), each into OUT/seed-K.
+
+    OUT/seeds.json holds each seed's final metrics (``runs``: the last evaluation, as final.json)
+    and its metrics at the best evaluation (``at_best``: the weights of best.safetensors, picked
+    by the task's ``best`` metric), with the mean and sample standard deviation of each.
+    """
     if n < 1:
         raise ValueError(f"--seeds must be an integer >= 1; got {n}")
     first = given.pop("seed", 0)
     out = TrainConfig(model=model, out=given.pop("out", None)).run_dir
     finals: dict[str, dict[str, Any]] = {}
+    at_best: dict[str, dict[str, Any]] = {}
     for seed in range(first, first + n):
         cfg = config_for_run(model, {**given, "seed": seed, "out": str(out / f"seed-{seed}")})
-        finals[str(seed)] = train(cfg, progress=None if progress is None else progress).final
+        result = train(cfg, progress=None if progress is None else progress)
+        finals[str(seed)] = result.final
+        at_best[str(seed)] = result.history[result.final["best_evaluation"] - 1] if result.history else {}
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return 0
-    keys = [k for k, v in finals[str(first)].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    mean, std = {}, {}
-    for k in keys:
-        values = [float(f[k]) for f in finals.values() if isinstance(f.get(k), (int, float))]
-        m = sum(values) / len(values)
-        mean[k] = m
-        std[k] = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    doc = {"model": model, "seeds": [int(s) for s in finals], "mean": mean, "std": std, "runs": finals}
+    mean, std = _mean_std(list(finals.values()))
+    best_mean, best_std = _mean_std(list(at_best.values()))
+    doc = {"model": model, "seeds": [int(s) for s in finals], "mean": mean, "std": std, "runs": finals,
+           "at_best": {"mean": best_mean, "std": best_std, "runs": at_best}}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "seeds.json", json.dumps(doc, indent=1) + "\n")
-    shown = [k for k in keys if k.startswith("test_")] + ["train_time_s"]
-    metrics = "  ".join(f"{k} {mean[k]:.4f} ± {std[k]:.4f}" for k in shown if k in mean)
-    print(f"{model} over {n} seeds: {metrics}")
+    for what, m, sd in (("last evaluation", mean, std), ("best evaluation", best_mean, best_std)):
+        shown = [k for k in m if k.startswith("test_")]
+        print(f"{model} over {n} seeds, {what}: " + "  ".join(f"{k} {m[k]:.4f} ± {sd[k]:.4f}" for k in shown))
+    print(f"training time per run: {mean.get('train_time_s', float('nan')):.1f} ± {std.get('train_time_s', 0.0):.1f} s")
     print(f"runs and seeds.json in: {out}")
     return 0
 

@@ -126,6 +126,11 @@ def test_seeds_trains_each_seed_into_its_folder_and_writes_mean_and_std(tmp_path
     assert doc["mean"]["test_acc"] == pytest.approx(mean)
     assert doc["std"]["test_acc"] == pytest.approx(math.sqrt(sum((a - mean) ** 2 for a in accs) / 2))
     assert "test_acc" in capsys.readouterr().out
+    best = doc["at_best"]
+    for s in ("5", "6", "7"):
+        rows = [json.loads(line) for line in (out / f"seed-{s}" / "metrics.jsonl").read_text().splitlines()]
+        assert best["runs"][s] == rows[doc["runs"][s]["best_evaluation"] - 1]
+    assert best["mean"]["test_acc"] == pytest.approx(sum(best["runs"][s]["test_acc"] for s in ("5", "6", "7")) / 3)
 
 
 def test_seeds_must_be_positive(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
