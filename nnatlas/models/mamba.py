@@ -143,7 +143,7 @@ def _chunk_states(
 
     One fused in-place op per step (h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t written over
     delta B u), on contiguous (B, I, N) slices."""
-    dA = torch.exp(dt[..., None] * A)  # (c, B, I, N): A_bar = exp(delta A), eq. 4 (ZOH)
+    dA = (dt[..., None] * A).exp_()  # (c, B, I, N): A_bar = exp(delta A), eq. 4 (ZOH); in place, one pass less
     hs = du[..., None] * B[:, :, None, :]  # (c, B, I, N): B_bar x = delta B x; becomes h_t in place
     hs[0].addcmul_(dA[0], h)
     for j in range(1, hs.shape[0]):
