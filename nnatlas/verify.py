@@ -457,8 +457,11 @@ def reference_cases(name: str) -> list[RefCase]:
         return [_mamba_case(name)]
     if family == "transformer" and name in registry._CONVERTERS:
         return [_transformer_case(name)]
-    if name in ("rnn", "lstm", "gru"):
-        return [_recurrent_case(name)]
+    if family == "rnn":
+        with torch.device("meta"):
+            cell = getattr(getattr(nnatlas.create(name), "config", None), "cell", None)
+        if cell in ("rnn", "lstm", "gru"):  # the model's stack is nnatlas.nn.RNN / LSTM / GRU
+            return [_recurrent_case(cell)]
     if name == "gcn":
         return [_gcn_case()]
     return []

@@ -568,7 +568,8 @@ def build(out: str | Path, runs: Sequence[str | Path] = (), lang: str = "both", 
             page("model.html.j2", f"models/{n}.html", lg, name=n, c=c, d=data[n], variants=families[c.family],
                  diffs=diffs, diagram=rendered[n, lg], equations=equations[c.family],
                  checks=_verify_rows(reports.get(n)), verified=bool(reports),
-                 runs=runs_by_model.get(n, []), any_runs=bool(run_infos), data=data, row=next(r for r in rows if r["name"] == n))
+                 runs=runs_by_model.get(n, []), any_runs=bool(run_infos), data=data,
+                 module_file=family_modules[c.family].rsplit(".", 1)[-1] + ".py", row=next(r for r in rows if r["name"] == n))
     writer.finish()
     result.timings["pages"] = time.perf_counter() - t
     result.seconds = time.perf_counter() - start
