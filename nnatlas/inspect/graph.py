@@ -251,7 +251,9 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
     for n, t in inputs:
         nid = new_id(n)
         source[t] = nid
-        graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t), tensor=t))
+        info = trace.tensors[t]  # token ids and masks (B, T) read as a sequence, not features
+        seq = "B T" if len(info.shape) == 2 and info.dtype.startswith(("int", "bool", "uint")) else None
+        graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t), tensor=t, dims=seq))
 
     def add(unit: _Unit) -> None:
         first, last = trace.calls[unit.calls[0]], trace.calls[unit.calls[-1]]
@@ -426,7 +428,7 @@ def _apply_names(graph: Graph, trace: Trace, expanded: set[int]) -> None:
 
 def _named(node: Node, nm: Any) -> Node:
     shape = nm.shape if node.kind == "tensor" and nm.shape else node.out_shape
-    return replace(node, label=nm.label or "", desc=nm.desc or "", dims=nm.dims, out_shape=shape)
+    return replace(node, label=nm.label or "", desc=nm.desc or "", dims=nm.dims or node.dims, out_shape=shape)
 
 
 def _absorb_formulas(graph: Graph, trace: Trace, expanded: set[int]) -> None:
@@ -450,7 +452,8 @@ def _absorb_formulas(graph: Graph, trace: Trace, expanded: set[int]) -> None:
     if not formulas:
         return
     # absorbed: the operations every path from which ends in a formula box (cycles of a loop included)
-    candidates = {n.id for n in graph.nodes if n.kind in ("op", "layer") and n.repeat == 1} - set(formulas)
+    # functional operations only: a layer (Embedding, Linear) keeps its box and feeds the formula
+    candidates = {n.id for n in graph.nodes if n.kind == "op" and n.repeat == 1} - set(formulas)
     ins_of: dict[str, list[str]] = {}
     for e in graph.edges:
         if e.src != e.dst:

@@ -75,7 +75,7 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "queries": "查询", "keys": "键", "values": "值", "attention weights": "注意力权重",
         "attention output": "注意力输出", "mask": "掩码", "heads": "多头", "sequence": "序列",
         "patch embeddings": "图块嵌入", "class token": "分类词元", "positions": "位置编码",
-        "encoder output": "编码器输出", "pooled": "池化输出",
+        "encoder output": "编码器输出", "pooled": "池化输出", "token types": "句子类型",
         # mamba, gcn, diffusion, pointer network
         "step size": "步长", "discretised A": "离散化A", "discretised B": "离散化B", "output of the scan": "扫描输出",
         "selective scan": "选择性扫描", "input projection": "输入投影", "gate": "门",

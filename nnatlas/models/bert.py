@@ -33,6 +33,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import MultiheadAttention, TransformerEncoderLayer
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = [
@@ -101,6 +102,8 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T), token_type_ids (B, T) -> (B, T, H)."""
         B, T = input_ids.shape
+        input_ids = name(input_ids, "ids", desc="token ids", dims="B T")
+        token_type_ids = name(token_type_ids, "segments", desc="token types", dims="B T")
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.word_embeddings(input_ids)  # (B, T, H)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)

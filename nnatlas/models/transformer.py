@@ -35,6 +35,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import KVCache, TransformerDecoderLayer, TransformerEncoderLayer, _activation_name
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = ["TransformerConfig", "Transformer", "DecoderState", "sinusoidal_positions", "transformer", "transformer_small", "transformer_tiny"]
@@ -192,7 +193,8 @@ class Transformer(nn.Module):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         B, T = ids.shape
         x = self.embedding(ids) * math.sqrt(self.config.d_model)  # (B, T, D), scaled as in section 3.4
-        x = x + sinusoidal_positions(T, self.config.d_model, device=x.device, dtype=x.dtype)  # + PE (T, D)
+        pe = sinusoidal_positions(T, self.config.d_model, device=x.device, dtype=x.dtype)  # PE (T, D)
+        x = x + name(pe, "PE", "sin, cos(pos / 10000^(2i/D))", desc="positions", dims="T D")  # + PE
         return self.dropout(x)
 
     @staticmethod

@@ -31,6 +31,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ReferenceMismatchError, check_input
 from nnatlas.nn.attention import TransformerEncoderLayer
+from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = ["ViTConfig", "VisionTransformer", "vit_b_16", "vit_tiny"]
@@ -125,8 +126,10 @@ class VisionTransformer(nn.Module):
         B = x.shape[0]
         x = self.conv_proj(x)  # (B, D, H/P, W/P): one D-vector per patch
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        x = name(x, "X_p E", desc="patch embeddings", dims="B T D")
         x = torch.cat([self.class_token.expand(B, -1, -1), x], dim=1)  # (B, N + 1, D)
-        x = self.dropout(x + self.pos_embedding)  # z_0 = [x_class; x_p E] + E_pos   (eq. 1)
+        x = name(x + self.pos_embedding, "z_0", "[x_class; X_p E] + E_pos", dims="B T D")  # (eq. 1)
+        x = self.dropout(x)  # z_0 = [x_class; x_p E] + E_pos   (eq. 1)
         for layer in self.layers:
             x = layer(x)  # (B, N + 1, D)                                           (eq. 2-3)
         x = self.ln(x[:, 0])  # (B, D): y = LN(z_L^0); LN is per token, so only the class token needs it (eq. 4)

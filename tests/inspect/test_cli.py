@@ -75,6 +75,9 @@ def test_draw_options(tmp_path) -> None:
     assert "输入" in (tmp_path / "a.dot").read_text()
     assert main(["draw", "densenet121", "-o", str(tmp_path / "d.dot"), "--depth", "2", "--no-blocks"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dot", "d.dot"]
+    assert "[B, C=6, H=28, W=28]" in (tmp_path / "a.dot").read_text()  # axis names by default
+    assert main(["draw", "lenet", "-o", str(tmp_path / "b.dot"), "--bare-shapes", "--no-blocks"]) == 0
+    assert "[B, 6, 28, 28]" in (tmp_path / "b.dot").read_text()
 
 
 def test_draw_without_graphviz_writes_dot_and_says_how_to_install(tmp_path, monkeypatch, capsys) -> None:
