@@ -51,8 +51,13 @@ class PygGCN(nn.Module):
 
 def run(model: nn.Module, g: dict[str, torch.Tensor]) -> tuple[float, int, float]:
     """One training run of the recipe: (seconds, epochs run, test accuracy at the stop)."""
-    opt = torch.optim.Adam([{"params": model.conv1.parameters(), "weight_decay": WEIGHT_DECAY},
-                            {"params": model.conv2.parameters(), "weight_decay": 0.0}], lr=LR)
+    opt = torch.optim.Adam(
+        [
+            {"params": model.conv1.parameters(), "weight_decay": WEIGHT_DECAY},
+            {"params": model.conv2.parameters(), "weight_decay": 0.0},
+        ],
+        lr=LR,
+    )
     x, ei, y = g["x"], g["edge_index"], g["y"]
     best, bad = float("inf"), 0
     start = time.perf_counter()
@@ -82,7 +87,12 @@ def trainer_run(name: str, seed: int, data_name: str, data_dir: str | None, thre
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = train(TrainConfig(model=name, data=data_name, data_dir=data_dir, seed=seed, out=tmp, report=False, threads=threads), progress=False)
+        result = train(
+            TrainConfig(
+                model=name, data=data_name, data_dir=data_dir, seed=seed, out=tmp, report=False, threads=threads
+            ),
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     return seconds, result.final["steps"], result.final["test_acc"]
 
@@ -105,7 +115,9 @@ def main() -> None:
         "nnatlas": lambda: nnatlas.create("gcn", in_features=F_in, num_classes=C, hidden=HIDDEN, dropout=DROPOUT),
         "pyg": lambda: PygGCN(F_in, HIDDEN, C, DROPOUT),
     }
-    results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in [*makers, *(["trainer"] if args.trainer else [])]}
+    results: dict[str, list[tuple[float, int, float]]] = {
+        k: [] for k in [*makers, *(["trainer"] if args.trainer else [])]
+    }
     run(makers["nnatlas"](), g)  # warm-up: first-call dispatch and allocations stay out
     run(makers["pyg"](), g)
     for r in range(args.rounds):
@@ -114,13 +126,19 @@ def main() -> None:
             results[name].append(run(make(), g))
         if args.trainer:
             results["trainer"].append(trainer_run("gcn", r, args.data, args.data_dir, args.threads))
-        print(f"round {r}: " + "  ".join(f"{k} {v[-1][0]:.2f}s/{v[-1][1]} epochs acc {v[-1][2]:.3f}" for k, v in results.items()), flush=True)
+        print(
+            f"round {r}: "
+            + "  ".join(f"{k} {v[-1][0]:.2f}s/{v[-1][1]} epochs acc {v[-1][2]:.3f}" for k, v in results.items()),
+            flush=True,
+        )
     print(f"\n{args.data}, {args.rounds} rounds, {args.threads} thread(s), torch {torch.__version__}")
     print(f"{'':<10}{'s/run (median)':>16}{'ms/epoch (median)':>20}{'epochs (mean)':>15}{'test acc (mean)':>17}")
     for name, rows in results.items():
         per_epoch = statistics.median(s / e for s, e, _ in rows) * 1e3
-        print(f"{name:<10}{statistics.median(s for s, _, _ in rows):>16.3f}{per_epoch:>20.1f}"
-              f"{statistics.mean(e for _, e, _ in rows):>15.1f}{statistics.mean(a for _, _, a in rows):>17.4f}")
+        print(
+            f"{name:<10}{statistics.median(s for s, _, _ in rows):>16.3f}{per_epoch:>20.1f}"
+            f"{statistics.mean(e for _, e, _ in rows):>15.1f}{statistics.mean(a for _, _, a in rows):>17.4f}"
+        )
 
 
 if __name__ == "__main__":

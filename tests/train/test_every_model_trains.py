@@ -41,6 +41,7 @@ TINY: dict[str, dict[str, Any]] = {
     "lstm_lm": {"hidden_size": 64},
     "gru_lm": {"hidden_size": 64},
     "ddpm": {"base_channels": 16},
+    "gcn": {"dropout": 0.0},  # karate's two labelled nodes under dropout 0.5 fall too slowly in 30 steps at lr 3e-3
 }
 STEPS = 3
 OVERFIT_STEPS = 30

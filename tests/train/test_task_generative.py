@@ -39,7 +39,9 @@ CPU = torch.device("cpu")
 
 def _bundle(images: torch.Tensor) -> DataBundle:
     ds = TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
-    return DataBundle(name="hand-made", task="classification", train=ds, test=ds, num_classes=1, input_shape=tuple(images.shape[1:]))
+    return DataBundle(
+        name="hand-made", task="classification", train=ds, test=ds, num_classes=1, input_shape=tuple(images.shape[1:])
+    )
 
 
 class _Constant(nn.Module):
@@ -79,7 +81,7 @@ def test_reconstruction_mse_and_psnr_through_the_task() -> None:
 
 def test_conv_autoencoder_pads_mnist_sized_images_and_scores_only_the_image() -> None:
     images = torch.rand(2, 1, 28, 28)
-    task, model = ReconstructionTask.fit("conv_ae", _bundle(images), {}, {})
+    task, _ = ReconstructionTask.fit("conv_ae", _bundle(images), {}, {})
     assert task.pad == (4, 4) and task.plan.overrides["in_channels"] == 1  # 28 -> 32 for three 2x pools
     b = task.batch("test", torch.arange(2), device=CPU)
     assert b["x"].shape == (2, 1, 32, 32) and b["x"].min() >= -1 and b["x"].max() <= 1  # tanh space
@@ -124,8 +126,10 @@ def test_gaussian_kl_is_the_closed_form() -> None:
 
 def _gaussian_ll(s2: float):
     """log N(x; mean, s2 I) summed over the last dimension: a Gaussian likelihood with known variance."""
+
     def ll(mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (-0.5 * math.log(2 * math.pi * s2) - (x - mean) ** 2 / (2 * s2)).sum(-1)
+
     return ll
 
 
@@ -207,8 +211,24 @@ def _subprocess_env() -> dict[str, str]:
 @pytest.mark.parametrize("model", ["denoising_ae", "vae"])
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(model: str, tmp_path: Path) -> None:
     """The corruption (denoising AE) and the reparameterisation draw (VAE) come from the trainer's per-step generator."""
-    args = ["train", model, "--epochs", "2", "--limit-train", "320", "--limit-test", "32", "--batch-size", "16",
-            "--checkpoint-every", "4", "--seed", "1", "--no-report", "--no-progress"]
+    args = [
+        "train",
+        model,
+        "--epochs",
+        "2",
+        "--limit-train",
+        "320",
+        "--limit-test",
+        "32",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "4",
+        "--seed",
+        "1",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
     env = _subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
@@ -228,13 +248,18 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(model: st
     state = load_checkpoint(killed, model_name=model).state
     assert 0 < state["step_in_epoch"] < 20 and state["epoch"] == 0  # killed mid-epoch
 
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {model}" in resumed.stderr
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert rows(tmp_path / "ref") == rows(killed)

@@ -72,7 +72,9 @@ def test_loss_and_accuracy_count_only_the_nodes_of_the_split() -> None:
         assert got["loss"] == pytest.approx(want_loss, rel=1e-6) and got["acc"] == pytest.approx(want_acc)
         assert (b["y"] != IGNORE_INDEX).sum() == sel.sum()
         assert task.loss(model, b).item() == pytest.approx(want_loss, rel=1e-6)
-    assert task.metrics(task.sums(model, task.batch("val", torch.tensor([0]), device=CPU)))["acc"] == pytest.approx(7 / 8)
+    assert task.metrics(task.sums(model, task.batch("val", torch.tensor([0]), device=CPU)))["acc"] == pytest.approx(
+        7 / 8
+    )
     assert task.size("train") == task.size("val") == task.size("test") == 1
 
 
@@ -111,9 +113,26 @@ def test_karate_trains_with_the_default_recipe(model: str, tmp_path: Path) -> No
     assert cfg["patience"] == 10 and cfg["weight_decay"] == 5e-4 and cfg["lr"] == 0.01
 
 
-def test_seeds_trains_each_seed_into_its_folder_and_writes_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seeds_trains_each_seed_into_its_folder_and_writes_mean_and_std(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "runs"
-    rc = main(["train", "gcn", "--seeds", "3", "--seed", "5", "--epochs", "5", "--no-report", "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "gcn",
+            "--seeds",
+            "3",
+            "--seed",
+            "5",
+            "--epochs",
+            "5",
+            "--no-report",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "seeds.json").read_text())
     assert doc["seeds"] == [5, 6, 7] and sorted(doc["runs"]) == ["5", "6", "7"]
@@ -166,13 +185,18 @@ def test_gcn_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_pat
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="gcn").state["global_step"] < 60
 
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming gcn" in resumed.stderr
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert rows(tmp_path / "ref") == rows(killed)

@@ -94,8 +94,14 @@ def bernoulli_log_likelihood(probs: Tensor, x: Tensor) -> Tensor:
     return -F.binary_cross_entropy(probs, x.expand_as(probs), reduction="none").sum(-1)
 
 
-def elbo_terms(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, decode: Callable[[Tensor], Tensor],
-               log_likelihood: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+def elbo_terms(
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    eps: Tensor,
+    decode: Callable[[Tensor], Tensor],
+    log_likelihood: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor]:
     """The ELBO's two terms per example, (reconstruction log-likelihood (B,), KL (B,)).
 
     E_q[log p(x | z)] is estimated from the draws ``eps`` (K, B, Z) (z = mu + sigma eps, averaged
@@ -107,8 +113,14 @@ def elbo_terms(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, decode: Calla
     return recon, gaussian_kl(mu, logvar)
 
 
-def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor, decode: Callable[[Tensor], Tensor],
-                           log_likelihood: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def log_importance_weights(
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    eps: Tensor,
+    decode: Callable[[Tensor], Tensor],
+    log_likelihood: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
     """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for z_k = mu + sigma eps_k -> (K, B).
 
     p(z) = N(0, I); q(z | x) = N(mu, sigma^2), so log p(z) - log q(z|x) = 1/2 sum(eps^2 - z^2 + log sigma^2).
@@ -159,7 +171,9 @@ def save_grid(path: Path, rows: list[tuple[str, Tensor]], title: str) -> Path:
 
 def _seeded_normal(indices: Tensor, shape: tuple[int, ...], salt: int) -> Tensor:
     """One fixed standard-normal draw of ``shape`` per example index (the same whatever the batching) -> (B, *shape)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(EVAL_SEED + salt + int(i))) for i in indices])
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(EVAL_SEED + salt + int(i))) for i in indices]
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -192,18 +206,32 @@ class GenerativeTask(Task):
     # -- fitting ------------------------------------------------------------------------------
 
     @classmethod
-    def details(cls, model_name: str, fields: Mapping[str, Any], shape: tuple[int, int, int], opts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def details(
+        cls, model_name: str, fields: Mapping[str, Any], shape: tuple[int, int, int], opts: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(config overrides, plan details) for a model of ``fields`` on images of ``shape``."""
         C, H, W = shape
         card = nnatlas.card(model_name)
         if len(card.input_shape) == 1:  # dense: flattened pixels
-            return {"in_features": C * H * W} if "in_features" in fields else {}, {"layout": "flat", "shape": [C, H, W], "pad": [0, 0], "tanh": False}
+            return {"in_features": C * H * W} if "in_features" in fields else {}, {
+                "layout": "flat",
+                "shape": [C, H, W],
+                "pad": [0, 0],
+                "tanh": False,
+            }
         factor = 2 ** len(fields.get("channels", ()))  # each encoder block halves H and W
         pad = [(-H) % factor, (-W) % factor]
-        return {"in_channels": C} if "in_channels" in fields else {}, {"layout": "image", "shape": [C, H, W], "pad": pad, "tanh": True}
+        return {"in_channels": C} if "in_channels" in fields else {}, {
+            "layout": "image",
+            "shape": [C, H, W],
+            "pad": pad,
+            "tanh": True,
+        }
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         fields = config_fields(model_name)
         check_model_args(model_name, fields, model_args)
@@ -212,9 +240,13 @@ class GenerativeTask(Task):
         if x0.dim() == 3:  # (B, H, W) grey images
             x0 = x0.unsqueeze(1)
         if x0.dim() != 4 or not x0.is_floating_point():
-            raise ValueError(f"{where}: the {cls.kind} task needs float images (C, H, W); the data set gives {tuple(x0.shape[1:])} {x0.dtype}")
+            raise ValueError(
+                f"{where}: the {cls.kind} task needs float images (C, H, W); the data set gives {tuple(x0.shape[1:])} {x0.dtype}"
+            )
         if x0.min() < 0 or x0.max() > 1:
-            raise ValueError(f"{where}: the {cls.kind} task needs pixels in [0, 1]; the data set's range is [{x0.min():.3g}, {x0.max():.3g}]")
+            raise ValueError(
+                f"{where}: the {cls.kind} task needs pixels in [0, 1]; the data set's range is [{x0.min():.3g}, {x0.max():.3g}]"
+            )
         overrides, details = cls.details(model_name, {**fields, **model_args}, tuple(x0.shape[1:]), opts)
         overrides.update(model_args)
         config = {**fields, **overrides}  # the model's config as it will be built
@@ -262,7 +294,9 @@ class GenerativeTask(Task):
     def size(self, split: str) -> int:
         return len(self._split(split))
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         x, _ = gather(self._split(split), indices)
         images = self.images(x.to(device, non_blocking=True))  # (B, C, H, W) in [0, 1]
         b: Batch = {"image": images, "x": self.inputs(images), "index": indices}
@@ -301,7 +335,9 @@ class ReconstructionTask(GenerativeTask):
         C, H, W = self.shape
         want = (C * H * W,) if self.layout == "flat" else (C, H + self.pad[0], W + self.pad[1])
         if tuple(output.shape[1:]) != want:
-            raise ValueError(f"{where}: expected a reconstruction {want} per image; the model gives {tuple(output.shape[1:])}")
+            raise ValueError(
+                f"{where}: expected a reconstruction {want} per image; the model gives {tuple(output.shape[1:])}"
+            )
 
     def randomness(self, batch: Batch, generator: torch.Generator | None) -> None:
         if self.noise_std <= 0:
@@ -320,11 +356,19 @@ class ReconstructionTask(GenerativeTask):
         clean = batch["image"]
         recon = self.outputs(model(batch["x"])).float()
         sq = (recon.double() - clean.double()).pow(2).flatten(1).mean(1)  # (B,) per-image MSE
-        parts = [sq.sum(), psnr(recon, clean).sum(), torch.tensor(float(len(clean)), dtype=torch.float64, device=clean.device)]
+        parts = [
+            sq.sum(),
+            psnr(recon, clean).sum(),
+            torch.tensor(float(len(clean)), dtype=torch.float64, device=clean.device),
+        ]
         if self.noise_std > 0:
             noisy = clean + self.noise_std * batch["eval_noise"]  # (B, C, H, W), the seed's x + 0.5 randn, not clipped
             denoised = self.outputs(model(self.inputs(noisy))).float()
-            parts += [psnr(noisy, clean).sum(), psnr(denoised, clean).sum(), (denoised.double() - clean.double()).pow(2).flatten(1).mean(1).sum()]
+            parts += [
+                psnr(noisy, clean).sum(),
+                psnr(denoised, clean).sum(),
+                (denoised.double() - clean.double()).pow(2).flatten(1).mean(1).sum(),
+            ]
         return torch.stack(parts)
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
@@ -332,7 +376,12 @@ class ReconstructionTask(GenerativeTask):
         n = s[2]
         out = {"loss": s[0] / n, "mse": s[0] / n, "psnr": s[1] / n}
         if self.noise_std > 0:
-            out |= {"psnr_noisy": s[3] / n, "psnr_denoised": s[4] / n, "denoise_gain_db": (s[4] - s[3]) / n, "mse_denoised": s[5] / n}
+            out |= {
+                "psnr_noisy": s[3] / n,
+                "psnr_denoised": s[4] / n,
+                "denoise_gain_db": (s[4] - s[3]) / n,
+                "mse_denoised": s[5] / n,
+            }
         return out
 
     def artefacts(self, model: nn.Module, folder: Path, tag: str) -> list[Path]:
@@ -346,12 +395,23 @@ class ReconstructionTask(GenerativeTask):
             if self.noise_std > 0:
                 noisy = b["image"] + self.noise_std * b["eval_noise"]
                 rows += [(f"+ {self.noise_std:g} noise", noisy), ("denoised", self.outputs(model(self.inputs(noisy))))]
-        return [save_grid(folder / f"{tag}-reconstructions.png", rows, f"{self.plan.model} on {self.plan.data} test images ({tag})")]
+        return [
+            save_grid(
+                folder / f"{tag}-reconstructions.png",
+                rows,
+                f"{self.plan.model} on {self.plan.data} test images ({tag})",
+            )
+        ]
 
 
 VAE_OPTIONS = {
-    "iw_samples": Option(int, 0, "importance samples K of the IWAE bound on -log p(x) at each evaluation (0: off; 100 for the figure)",
-                         check=_positive_int_or_zero, expect="an integer >= 0"),
+    "iw_samples": Option(
+        int,
+        0,
+        "importance samples K of the IWAE bound on -log p(x) at each evaluation (0: off; 100 for the figure)",
+        check=_positive_int_or_zero,
+        expect="an integer >= 0",
+    ),
     "binarize": Option(bool, False, "threshold the pixels at 0.5 (Bernoulli data) instead of using the grey levels"),
 }
 
@@ -371,10 +431,14 @@ class VAETask(GenerativeTask):
 
     def check_output(self, output: Any, where: str) -> None:
         if not (isinstance(output, tuple) and len(output) == 3):
-            raise ValueError(f"{where}: expected (recon, mu, logvar) from a VAE; the model gives {type(output).__name__}")
+            raise ValueError(
+                f"{where}: expected (recon, mu, logvar) from a VAE; the model gives {type(output).__name__}"
+            )
         C, H, W = self.shape
         if output[0].shape[1:] != (C * H * W,):
-            raise ValueError(f"{where}: expected a reconstruction ({C * H * W},) per image; the model gives {tuple(output[0].shape[1:])}")
+            raise ValueError(
+                f"{where}: expected a reconstruction ({C * H * W},) per image; the model gives {tuple(output[0].shape[1:])}"
+            )
 
     @staticmethod
     def _latent(model: nn.Module) -> int:
@@ -396,7 +460,9 @@ class VAETask(GenerativeTask):
         x = batch["x"].float()
         Z = self._latent(model)
         mu, logvar = (t.float() for t in m.encode(x))  # (B, Z) each
-        eps = _seeded_normal(batch["index"], (1, Z), salt=1).transpose(0, 1).to(x.device)  # (1, B, Z): one fixed sample per image
+        eps = (
+            _seeded_normal(batch["index"], (1, Z), salt=1).transpose(0, 1).to(x.device)
+        )  # (1, B, Z): one fixed sample per image
 
         def decode(z: Tensor) -> Tensor:
             return m.decode(z).float()
@@ -407,7 +473,12 @@ class VAETask(GenerativeTask):
         if self.iw_samples > 0:
             K = self.iw_samples
             eps = _seeded_normal(batch["index"], (K, Z), salt=2).transpose(0, 1).to(x.device)  # (K, B, Z)
-            log_w = torch.cat([log_importance_weights(x, mu, logvar, e, decode, bernoulli_log_likelihood) for e in eps.split(IW_CHUNK)])  # (K, B)
+            log_w = torch.cat(
+                [
+                    log_importance_weights(x, mu, logvar, e, decode, bernoulli_log_likelihood)
+                    for e in eps.split(IW_CHUNK)
+                ]
+            )  # (K, B)
             parts.append((-iwae_bound(log_w.double())).sum())
         return torch.stack(parts)
 
@@ -427,8 +498,17 @@ class VAETask(GenerativeTask):
             gen = torch.Generator().manual_seed(ARTEFACT_SEED)
             z = torch.randn(PRIOR_SAMPLES, m.config.latent_size, generator=gen).to(next(m.parameters()).device)
             samples = m.decode(z).reshape(-1, C, H, W)  # Bernoulli means
-            rows = [(f"{r * 8}-{r * 8 + 7}" if r else "z ~ N(0, I)", samples[r * 8 : r * 8 + 8]) for r in range(PRIOR_SAMPLES // 8)]
-            written.append(save_grid(folder / f"{tag}-samples.png", rows, f"{self.plan.model} ({self.plan.data}): decoder means of {PRIOR_SAMPLES} prior samples ({tag})"))
+            rows = [
+                (f"{r * 8}-{r * 8 + 7}" if r else "z ~ N(0, I)", samples[r * 8 : r * 8 + 8])
+                for r in range(PRIOR_SAMPLES // 8)
+            ]
+            written.append(
+                save_grid(
+                    folder / f"{tag}-samples.png",
+                    rows,
+                    f"{self.plan.model} ({self.plan.data}): decoder means of {PRIOR_SAMPLES} prior samples ({tag})",
+                )
+            )
             if self.bundle is not None and self.size("test") >= 2:
                 b = self.batch("test", torch.arange(2), device=next(m.parameters()).device)
                 mu, _ = m.encode(b["x"])  # (2, Z)
@@ -436,5 +516,11 @@ class VAETask(GenerativeTask):
                 path = (1 - t) * mu[0] + t * mu[1]  # (T, Z): straight line between the two posterior means
                 frames = m.decode(path).reshape(-1, C, H, W)
                 rows = [("test images", b["image"]), ("interpolation", frames)]
-                written.append(save_grid(folder / f"{tag}-interpolation.png", rows, f"{self.plan.model}: z from mu(test 0) to mu(test 1) ({tag})"))
+                written.append(
+                    save_grid(
+                        folder / f"{tag}-interpolation.png",
+                        rows,
+                        f"{self.plan.model}: z from mu(test 0) to mu(test 1) ({tag})",
+                    )
+                )
         return written

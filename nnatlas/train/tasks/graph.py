@@ -68,13 +68,17 @@ class NodeClassificationTask(Task):
     # -- fitting ------------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         fields = config_fields(model_name)
         check_model_args(model_name, fields, model_args)
         missing = [k for k in ("x", "y", "edge_index", "train_mask", "val_mask", "test_mask") if k not in bundle.meta]
         if missing:
-            raise ValueError(f"{where}: the data set's meta lacks {missing}; a node-classification set gives the graph and its masks")
+            raise ValueError(
+                f"{where}: the data set's meta lacks {missing}; a node-classification set gives the graph and its masks"
+            )
         N, F_in = bundle.meta["x"].shape
         C = int(bundle.num_classes)
         overrides: dict[str, Any] = {}
@@ -82,13 +86,20 @@ class NodeClassificationTask(Task):
             if name in fields:
                 overrides[name] = value
         overrides.update(model_args)
-        plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides,
-                    details={"num_nodes": int(N), "in_features": int(F_in), "num_classes": C})
+        plan = Plan(
+            model=model_name,
+            data=bundle.name,
+            task=cls.kind,
+            overrides=overrides,
+            details={"num_nodes": int(N), "in_features": int(F_in), "num_classes": C},
+        )
         model = nnatlas.create(model_name, **overrides)
         task = cls(plan, bundle, options)
         out = probe(model, task.graph["x"], task.graph["edge_index"])
         if out.dim() != 2 or tuple(out.shape) != (N, C):
-            raise ValueError(f"{where}: expected logits (N, C) = ({N}, {C}), one row per node; the model gives {tuple(out.shape)}")
+            raise ValueError(
+                f"{where}: expected logits (N, C) = ({N}, {C}), one row per node; the model gives {tuple(out.shape)}"
+            )
         return task, model
 
     # -- data ---------------------------------------------------------------------------------
@@ -104,7 +115,9 @@ class NodeClassificationTask(Task):
             self._on[key] = {k: v.to(device) for k, v in self.graph.items()}
         return self._on[key]
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """The whole graph with ``split``'s labels; ``indices`` is ``[0]`` (one graph), ``generator`` unused."""
         self.size(split)
         g = self._graph(device)
