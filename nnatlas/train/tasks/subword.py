@@ -3,7 +3,8 @@
 - :func:`train_bpe`: byte-level BPE (GPT-2's pre-tokenizer and decoder). Every string encodes (no
   unknown token: the 256 bytes are in the alphabet) and ``decode(encode(s)) == s`` exactly, so a
   translation is detokenised by decoding its ids: case, spaces and punctuation come back as written.
-- :func:`train_wordpiece`: BERT's WordPiece (lower-cased, accents kept, ``##`` continuations).
+- :func:`train_wordpiece`: BERT's WordPiece (lower-cased, accents kept, ``##`` continuations), its
+  pieces chosen from ``tokenizers``' deterministic BPE (see there why).
 
 A tokenizer is saved into the run folder as ``<name>.json`` (:func:`save`), and its SHA-256 goes into
 the plan, so that a resumed run refuses a different vocabulary and :func:`load` refuses a changed file.
@@ -13,6 +14,7 @@ Training is deterministic: the same sentences give the same file on every run an
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,13 +38,36 @@ def train_bpe(sentences: Sequence[str], vocab_size: int, specials: Sequence[str]
 
 
 def train_wordpiece(texts: Sequence[str], vocab_size: int, specials: Sequence[str], unk: str) -> Tokenizer:
-    """BERT's uncased WordPiece: a vocabulary of at most ``vocab_size`` tokens (``specials`` first)."""
-    tok = Tokenizer(models.WordPiece(unk_token=unk))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """BERT's uncased WordPiece: a vocabulary of at most ``vocab_size`` tokens (``specials`` first).
+
+    ``tokenizers``' own ``WordPieceTrainer`` is not deterministic across processes (its ``##``
+    continuation alphabet comes out of a hash map, so ties between merges break differently: three
+    runs on tinyshakespeare gave three vocabularies), and a run must rebuild the same vocabulary
+    when it resumes. So the pieces come from its deterministic BPE trainer on the same normalised,
+    pre-tokenised words: each word's BPE segmentation gives its first piece as is and the others
+    as ``##piece``; the vocabulary is every character in both forms (no seen character is unknown)
+    and then the most used pieces (ties in string order). Encoding is ``tokenizers``' WordPiece
+    (greedy longest match), decoding joins ``##`` pieces.
+    """
+    bpe = Tokenizer(models.BPE(unk_token=unk))
+    bpe.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, clean_text=True)
+    bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False))
+    counts: Counter[str] = Counter()
+    chars: set[str] = set()
+    for enc in bpe.encode_batch(list(texts), add_special_tokens=False):
+        previous = None
+        for piece, word in zip(enc.tokens, enc.word_ids):
+            counts[piece if word != previous else "##" + piece] += 1
+            chars.update(piece)
+            previous = word
+    alphabet = sorted(chars) + ["##" + c for c in sorted(chars)]
+    rest = sorted((p for p in counts if p not in set(alphabet) and p not in specials), key=lambda p: (-counts[p], p))
+    tokens = [*specials, *alphabet, *rest][: max(vocab_size, len(specials) + len(alphabet))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=unk))
+    tok.normalizer = bpe.normalizer
+    tok.pre_tokenizer = bpe.pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
 
