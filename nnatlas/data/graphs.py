@@ -27,6 +27,10 @@ outside that split, so ``F.cross_entropy(model(x, edge_index), y)`` is the split
 ``meta`` holds the graph: ``edge_index`` (int64 ``(2, E)``), ``x``, ``y`` (all labels),
 ``train_mask``, ``val_mask``, ``test_mask`` (bool ``(N,)``), ``val`` (the validation split as a
 one-item dataset), ``num_nodes``, ``num_edges`` (directed count), ``classes``.
+
+``karate`` (offline, from networkx): Zachary's karate club, 34 members, 78 friendships, the two
+factions the club split into as labels, identity features; the two faction leaders (nodes 0 and
+33) are the labelled training nodes, nodes 4, 8, ..., 32 the validation split, the other 24 the test split.
 """
 
 from __future__ import annotations
