@@ -3,8 +3,8 @@
 The vocabulary (:meth:`TranslationTask.fit`): ONE byte-level BPE vocabulary for both languages,
 trained with Hugging Face ``tokenizers`` on the training split's source and target sentences
 (:func:`nnatlas.train.tasks.subword.train_bpe`). Shared, because the Transformer ties one embedding
-matrix to source, target and output projection (section 3.4 of the paper, which also shares its
-BPE vocabulary between English and German); byte-level, because then every sentence encodes
+matrix to source, target and output projection (section 3.4; section 5.1 shares its BPE vocabulary
+between English and German the same way); byte-level, because then every sentence encodes
 without an unknown token and decoding the ids gives back the text exactly, so a translation is
 detokenised by decoding it. Its size is ``--bpe-vocab``, by default the model config's
 ``vocab_size`` (10,000 for ``transformer_small``); the model's ``vocab_size`` becomes the size the
@@ -24,10 +24,11 @@ accuracy under teacher forcing), ``bleu`` (greedy decoding) and ``bleu_beam`` (b
 ``--beam-size`` 4 and GNMT's length penalty ``--length-penalty`` 0.6, the paper's values), both
 corpus BLEU by ``sacrebleu`` (its defaults: 13a tokenisation, cased, exponential smoothing) of the
 decoded text against the raw reference sentences, on test2016 only (decoding a split costs far
-more than scoring it). Corpus BLEU is a function of summed n-gram statistics, so each batch contributes its sacrebleu statistics (hypothesis and reference lengths,
-matched and total n-grams of orders 1-4) and :meth:`TranslationTask.metrics` computes BLEU from
-the sums: the same number as ``sacrebleu.corpus_bleu`` over the whole split. Decoding stops at
-the source length + 50 tokens (section 6.1). Evaluation runs on ``val`` (its loss picks
+more than scoring it). Corpus BLEU is a function of summed n-gram statistics, so each batch
+contributes its sacrebleu statistics (hypothesis and reference lengths, matched and total n-grams
+of orders 1-4) and :meth:`TranslationTask.metrics` computes BLEU from the sums: the same number
+as ``sacrebleu.corpus_bleu`` over the whole split. Decoding stops at the batch's longest source
+length + 50 tokens (section 6.1: input length + 50). Evaluation runs on ``val`` (its loss picks
 ``best.safetensors``) and ``test`` (test2016, with BLEU).
 
 Artefacts: ``translations-<step>.txt``, the first test sentences with their reference, greedy
@@ -58,7 +59,7 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")
 PAD, BOS, EOS = 0, 1, 2
 IGNORE = -100  # target positions left out of the loss (padding)
 TOKENIZER_FILE = "tokenizer.json"
-EXTRA_TOKENS = 50  # decoding stops at source length + 50 (section 6.1)
+EXTRA_TOKENS = 50  # decoding stops at the batch's longest source length + 50 (section 6.1)
 SAMPLES = 8  # test sentences in each evaluation's translations file
 DATA_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}  # our split -> Multi30k's file stem
 DECODED_SPLITS = ("test",)  # the splits scored by BLEU; val is scored by teacher-forced loss (it picks best.safetensors)
@@ -100,11 +101,16 @@ class TranslationTask(Task):
     eval_splits = ("val", "test")
     num_sums = 3 + 2 * BLEU_STATS
     options = {
-        "direction": Option(str, "de-en", "source-target languages of Multi30k", check=lambda v: v in ("de-en", "en-de"), expect="de-en or en-de"),
-        "bpe_vocab": Option(int, None, "size of the shared BPE vocabulary (default: the model config's vocab_size)", check=_positive, expect="an integer >= 1"),
-        "label_smoothing": Option(float, 0.1, "label smoothing of the training loss (the paper's 0.1)", check=lambda v: 0.0 <= v < 1.0, expect="in [0, 1)"),
-        "beam_size": Option(int, 4, "beam width of the evaluation's second BLEU and of nnatlas translate (1: greedy only)", check=_positive, expect="an integer >= 1"),
-        "length_penalty": Option(float, 0.6, "GNMT length penalty alpha of beam search (the paper's 0.6)", check=lambda v: 0.0 <= v < math.inf, expect=">= 0"),
+        "direction": Option(str, "de-en", "source-target languages of Multi30k",
+                            check=lambda v: v in ("de-en", "en-de"), expect="de-en or en-de"),
+        "bpe_vocab": Option(int, None, "size of the shared BPE vocabulary (default: the model config's vocab_size)",
+                            check=_positive, expect="an integer >= 1"),
+        "label_smoothing": Option(float, 0.1, "label smoothing of the training loss (the paper's 0.1)",
+                                  check=lambda v: 0.0 <= v < 1.0, expect="in [0, 1)"),
+        "beam_size": Option(int, 4, "beam width of the test BLEU's beam search and of nnatlas translate (1: greedy only)",
+                            check=_positive, expect="an integer >= 1"),
+        "length_penalty": Option(float, 0.6, "GNMT length penalty alpha of beam search (the paper's 0.6)",
+                                 check=lambda v: 0.0 <= v < math.inf, expect=">= 0"),
     }
 
     def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any], tokenizer: Tokenizer | None = None) -> None:
