@@ -67,7 +67,9 @@ SPLIT_SEED = 0
 
 def fold_ascii(name: str) -> str:
     """The tutorial's ``unicodeToAscii``: NFD, combining marks dropped, only :data:`TUTORIAL_LETTERS` kept."""
-    return "".join(c for c in unicodedata.normalize("NFD", name) if unicodedata.category(c) != "Mn" and c in TUTORIAL_LETTERS)
+    return "".join(
+        c for c in unicodedata.normalize("NFD", name) if unicodedata.category(c) != "Mn" and c in TUTORIAL_LETTERS
+    )
 
 
 def read_names(text: str, *, ascii: bool) -> list[str]:
@@ -76,7 +78,9 @@ def read_names(text: str, *, ascii: bool) -> list[str]:
     return [n for n in names if n]
 
 
-def stratified_split(names: list[str], labels: list[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(
+    names: list[str], labels: list[int], test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
     """Train and test indices: per label, ``test_fraction`` of its distinct names (at least one, when it has
     two or more) are held out with every copy; the draw is seeded, the result sorted."""
     if not 0.0 < test_fraction < 1.0:
@@ -102,8 +106,11 @@ def _encode(names: list[str], index: dict[str, int], length: int) -> torch.Tenso
     return codes
 
 
-@register_dataset("names", summary="surnames by language (PyTorch char-RNN tutorial), 20,074 names, 18 languages",
-                  task="sequence_classification")
+@register_dataset(
+    "names",
+    summary="surnames by language (PyTorch char-RNN tutorial), 20,074 names, 18 languages",
+    task="sequence_classification",
+)
 def _names(ctx: LoadContext, *, ascii: bool = True, test_fraction: float = 0.1, seed: int = SPLIT_SEED) -> DataBundle:
     paths = ctx.files("names", "names", NAMES_FILES)
     names: list[str] = []
@@ -123,20 +130,29 @@ def _names(ctx: LoadContext, *, ascii: bool = True, test_fraction: float = 0.1, 
     L = max(len(n) for n in names)
     y = torch.tensor(labels, dtype=torch.int64)
     meta = {
-        "classes": list(LANGUAGES), "alphabet": alphabet, "pad": 0, "unknown": len(alphabet) + 1, "ascii": ascii,
-        "names_train": train_names, "names_test": test_names,
-        "lengths_train": torch.tensor([len(n) for n in train_names]), "lengths_test": torch.tensor([len(n) for n in test_names]),
+        "classes": list(LANGUAGES),
+        "alphabet": alphabet,
+        "pad": 0,
+        "unknown": len(alphabet) + 1,
+        "ascii": ascii,
+        "names_train": train_names,
+        "names_test": test_names,
+        "lengths_train": torch.tensor([len(n) for n in train_names]),
+        "lengths_test": torch.tensor([len(n) for n in test_names]),
         "counts": {lang: labels.count(i) for i, lang in enumerate(LANGUAGES)},
         "split": f"stratified by language, seed {seed}: {test_fraction:.0%} of each language's distinct names held out "
-                 f"with every copy; {len(train_idx)} train / {len(test_idx)} test",
+        f"with every copy; {len(train_idx)} train / {len(test_idx)} test",
         "target": "the language index into meta['classes']",
         "source": "https://download.pytorch.org/tutorial/data.zip (data/names/); files fetched from "
-                  f"{_URL}/<Language>.txt (same bytes, sha256-pinned)",
+        f"{_URL}/<Language>.txt (same bytes, sha256-pinned)",
         "licence": "pytorch/tutorials is BSD-3-Clause; the name lists carry no separate licence",
     }
     return DataBundle(
-        name="names", task="sequence_classification",
+        name="names",
+        task="sequence_classification",
         train=TensorDataset(_encode(train_names, index, L), y[train_idx]),
         test=TensorDataset(_encode(test_names, index, L), y[test_idx]),
-        num_classes=len(LANGUAGES), input_shape=(L,), meta=meta,
+        num_classes=len(LANGUAGES),
+        input_shape=(L,),
+        meta=meta,
     )

@@ -206,9 +206,12 @@ def _final_hidden(states: Tensor | tuple[Tensor, Tensor]) -> Tensor:
 def _check_lengths(lengths: Tensor, B: int, T: int, model: str) -> Tensor:
     """Per-sequence lengths (B,) of a padded batch, each in 1..T (names of different lengths)."""
     if lengths.shape != (B,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise ShapeError(f"{model} expects integer lengths (B,) = ({B},) beside x; got {lengths.dtype} {tuple(lengths.shape)}")
+        raise ShapeError(
+            f"{model} expects integer lengths (B,) = ({B},) beside x; got {lengths.dtype} {tuple(lengths.shape)}"
+        )
     if bool((lengths < 1).any()) or bool((lengths > T).any()):
-        raise ShapeError(f"{model} expects lengths in 1..T = 1..{T}; got {lengths.min().item()}..{lengths.max().item()}")
+        got = f"{lengths.min().item()}..{lengths.max().item()}"
+        raise ShapeError(f"{model} expects lengths in 1..T = 1..{T}; got {got}")
     return lengths.long()
 
 
@@ -238,7 +241,10 @@ class RecurrentClassifier(nn.Module):
         D = 2 if c.bidirectional else 1
         if lengths is not None:
             if c.bidirectional:
-                raise ShapeError(f"{self.name} takes no lengths when bidirectional (the backward pass would start on padding); pad-free batches only")
+                raise ShapeError(
+                    f"{self.name} takes no lengths when bidirectional (the backward pass would start on padding); "
+                    "pad-free batches only"
+                )
             lengths = _check_lengths(lengths, B, T, self.name)
             output, _ = self.rnn(x)  # (B, T, H)
             last = output[torch.arange(B, device=x.device), lengths - 1]  # h at each sequence's last step: (B, H)
@@ -376,13 +382,15 @@ _ROWS_RECIPE = Recipe(optimizer="adam", lr=1e-3, schedule="cosine", batch_size=1
                       source="row-by-row MNIST LSTM of yunjey/pytorch-tutorial (Adam, 2 x 128, batch 100), "
                              "at lr 1e-3 with cosine decay over 2,000 steps")
 _TRAINS_ON = (" nnatlas train NAME: the sequence_classification task reads an image row by row, T = H steps of "
-              "F = C*W pixels (input_size follows the data): 8 x 8 on the offline default digits, 28 x 28 with --data mnist.")
+              "F = C*W pixels (input_size follows the data): 8 x 8 on the offline default digits, "
+              "28 x 28 with --data mnist.")
 
 
 def _classifier_card(name: str, title: str, paper: Paper, seed: Seed, stack: str, extra: str) -> ModelCard:
     return ModelCard(
         name=name, family="rnn", title=title, paper=paper, input_shape=(28, 28), output_shape=(10,),
-        task="sequence_classification", seed=seed, notes=_CLASSIFIER_NOTES.format(stack=stack, extra=extra) + _TRAINS_ON,
+        task="sequence_classification", seed=seed,
+        notes=_CLASSIFIER_NOTES.format(stack=stack, extra=extra) + _TRAINS_ON,
         default_data="digits", recipe=_ROWS_RECIPE,
     )  # fmt: skip
 
@@ -528,9 +536,10 @@ def _one_hot_letters(batch_size: int, gen: torch.Generator, T: int = 10, n_lette
 # The tutorial trains one name a step (SGD 0.005, 100,000 steps, a language drawn uniformly, then a name);
 # here batches of 32 names drawn the same way, Adam 3e-3 with cosine decay and clipping (the recurrence
 # is linear), 6,000 steps (192,000 names).
-_NAMES_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="cosine", batch_size=32, steps=6000, eval_every=1000, clip_grad=1.0,
-                       source="PyTorch tutorial 'Classifying Names with a Character-Level RNN' (balanced draws), batched: "
-                              "Adam 3e-3, batch 32, 6,000 steps, cosine, clip 1")
+_NAMES_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="cosine", batch_size=32, steps=6000, eval_every=1000,
+                       clip_grad=1.0,
+                       source="PyTorch tutorial 'Classifying Names with a Character-Level RNN' (balanced draws), "
+                              "batched: Adam 3e-3, batch 32, 6,000 steps, cosine, clip 1")
 
 
 @register_model(

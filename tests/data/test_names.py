@@ -13,7 +13,9 @@ from nnatlas.data.names import LANGUAGES, fold_ascii, stratified_split
 
 def test_fold_ascii_is_the_tutorials() -> None:
     assert fold_ascii("Ślusàrski") == "Slusarski"  # accents dropped, letters kept
-    assert fold_ascii("O'Néal-Smith 2") == "O'NealSmith "  # the tutorial's 57 letters only: '-' and digits go, the space stays
+    assert (
+        fold_ascii("O'Néal-Smith 2") == "O'NealSmith "
+    )  # the tutorial's 57 letters only: '-' and digits go, the space stays
 
 
 def test_stratified_split_holds_out_distinct_names_per_label_with_every_copy() -> None:

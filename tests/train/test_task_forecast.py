@@ -33,7 +33,9 @@ def test_baselines_on_a_ramp_and_a_sine() -> None:
     # h steps ahead from pos - 1: persistence is h behind; seasonal naive reaches back ceil(h / m) seasons.
     for h in (1, 3, 7, 8, 15):
         assert torch.equal(ramp[pos + h - 1] - persistence(ramp, pos, h), torch.full((3,), float(h)))
-        assert torch.equal(ramp[pos + h - 1] - seasonal_naive(ramp, pos, 7, h), torch.full((3,), 7.0 * math.ceil(h / 7)))
+        assert torch.equal(
+            ramp[pos + h - 1] - seasonal_naive(ramp, pos, 7, h), torch.full((3,), 7.0 * math.ceil(h / 7))
+        )
         assert bool((pos + h - 1 - 7 * math.ceil(h / 7) <= pos - 1).all())  # only values known at the forecast's origin
     sine = torch.sin(2 * math.pi * torch.arange(100.0) / 10)  # period 10: seasonal naive is exact
     torch.testing.assert_close(seasonal_naive(sine, pos, 10, 4), sine[pos + 3], atol=1e-5, rtol=0)
@@ -41,9 +43,15 @@ def test_baselines_on_a_ramp_and_a_sine() -> None:
 
 def test_forecast_metrics_from_hand_made_sums() -> None:
     # 4 one-step errors (standardised) 1, -1, 2, 0; the persistence and seasonal errors all 1; 3 multi-step errors of 2.
-    sums = torch.tensor([6.0, 6.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 12.0, 6.0, 3.0, 3.0, 0.0, 0.0, 3.0], dtype=torch.float64)
+    sums = torch.tensor(
+        [6.0, 6.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 12.0, 6.0, 3.0, 3.0, 0.0, 0.0, 3.0], dtype=torch.float64
+    )
     m = forecast_metrics(sums, std=10.0)  # metrics in the data's units: x std
-    assert m["loss"] == pytest.approx(1.5) and m["rmse"] == pytest.approx(math.sqrt(1.5) * 10) and m["mae"] == pytest.approx(10.0)
+    assert (
+        m["loss"] == pytest.approx(1.5)
+        and m["rmse"] == pytest.approx(math.sqrt(1.5) * 10)
+        and m["mae"] == pytest.approx(10.0)
+    )
     assert m["persistence_rmse"] == pytest.approx(10.0) and m["seasonal_mae"] == pytest.approx(10.0)
     assert m["multi_rmse"] == pytest.approx(20.0) and m["multi_mae"] == pytest.approx(20.0)
     assert m["multi_persistence_rmse"] == pytest.approx(10.0) and m["multi_seasonal_rmse"] == 0.0
@@ -71,17 +79,21 @@ def test_sums_through_the_task_on_a_ramp(tmp_path: Path) -> None:
     6 off, then 6 ceil(h/3); a model that forecasts 'no change' is persistence, one step and recursively."""
     bundle = _ramp_bundle(tmp_path)
     torch.manual_seed(0)
-    task, net = ForecastTask.fit("time_rnn", bundle, {"season": 3, "horizon": 4}, {"hidden_size": 8, "num_layers": 1})
+    task, _ = ForecastTask.fit("time_rnn", bundle, {"season": 3, "horizon": 4}, {"hidden_size": 8, "num_layers": 1})
     assert task.plan.overrides == {"input_size": 1, "num_labels": 1, "hidden_size": 8, "num_layers": 1}
     assert task.plan.details["season_from"] == "--season" and task.relative
     n_test = task.size("test")
     batch = task.batch("test", torch.arange(n_test), device=CPU)
     assert torch.equal(task.series[batch["pos"]], batch["y"])  # pos points at each window's target
     m = task.metrics(task.sums(_Zero(), batch))
-    assert m["persistence_rmse"] == pytest.approx(2.0, rel=1e-5) and m["persistence_mae"] == pytest.approx(2.0, rel=1e-5)
+    assert m["persistence_rmse"] == pytest.approx(2.0, rel=1e-5) and m["persistence_mae"] == pytest.approx(
+        2.0, rel=1e-5
+    )
     assert m["seasonal_rmse"] == pytest.approx(6.0, rel=1e-5)
-    assert m["rmse"] == pytest.approx(m["persistence_rmse"], rel=1e-6) and m["multi_rmse"] == pytest.approx(m["multi_persistence_rmse"], rel=1e-6)
-    # Multi-step: horizons 1..4 from each test window, counted where the truth exists (the last windows run off the end).
+    assert m["rmse"] == pytest.approx(m["persistence_rmse"], rel=1e-6) and m["multi_rmse"] == pytest.approx(
+        m["multi_persistence_rmse"], rel=1e-6
+    )
+    # Multi-step: horizons 1..4 from each test window, counted where the truth exists (the last windows run off the end)
     errs_p, errs_s = [], []
     for j in range(n_test):
         for h in range(1, 5):
@@ -108,7 +120,9 @@ def test_recursive_forecast_feeds_forecasts_back(tmp_path: Path) -> None:
     torch.testing.assert_close(multi[:, 1], second, rtol=0, atol=0)
     history = (x[0, :, 0].double() * task.std + task.mean).tolist()  # back to the data's units
     out = task.forecast(net, history, 3)
-    torch.testing.assert_close(torch.tensor(out, dtype=torch.float64), multi[0].double() * task.std + task.mean, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(out, dtype=torch.float64), multi[0].double() * task.std + task.mean, rtol=1e-5, atol=1e-4
+    )
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -119,10 +133,32 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
-def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path, shared_data: Path) -> None:
+def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(
+    tmp_path: Path, shared_data: Path
+) -> None:
     """time_rnn on sunspots with dropout between layers: SIGKILL after a mid-run checkpoint, --resume, same bits."""
-    args = ["train", "time_rnn", "--data-dir", str(shared_data), "--model-arg", "hidden_size=16", "--model-arg", "dropout=0.3",
-            "--steps", "24", "--eval-every", "12", "--batch-size", "16", "--checkpoint-every", "4", "--seed", "3", "--no-report", "--no-progress"]
+    args = [
+        "train",
+        "time_rnn",
+        "--data-dir",
+        str(shared_data),
+        "--model-arg",
+        "hidden_size=16",
+        "--model-arg",
+        "dropout=0.3",
+        "--steps",
+        "24",
+        "--eval-every",
+        "12",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "4",
+        "--seed",
+        "3",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
     env = _subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
@@ -141,13 +177,18 @@ def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="time_rnn").state["global_step"] < 24
 
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert rows(tmp_path / "ref") == rows(killed)
     assert {"test_rmse", "test_persistence_rmse", "test_seasonal_rmse", "test_multi_rmse"} <= set(rows(killed)[-1])

@@ -52,8 +52,15 @@ def _names_bundle() -> DataBundle:
     codes = torch.tensor([[1, 2, 0, 0], [3, 0, 0, 0], [1, 1, 1, 2], [2, 3, 1, 0]])
     y = torch.tensor([0, 1, 1, 0])
     ds = TensorDataset(codes, y)
-    return DataBundle(name="toy-names", task="sequence_classification", train=ds, test=ds, num_classes=2, input_shape=(4,),
-                      meta={"alphabet": "abc", "classes": ["A", "B"]})
+    return DataBundle(
+        name="toy-names",
+        task="sequence_classification",
+        train=ds,
+        test=ds,
+        num_classes=2,
+        input_shape=(4,),
+        meta={"alphabet": "abc", "classes": ["A", "B"]},
+    )
 
 
 def test_sums_count_the_confusion_of_known_predictions() -> None:
@@ -81,7 +88,9 @@ def test_names_are_padded_and_read_to_their_own_last_letter() -> None:
     with torch.no_grad():
         padded = net(x, lengths)
         for i, n in enumerate(lengths.tolist()):  # each name alone, unpadded: the same output
-            torch.testing.assert_close(padded[i], net(x[i : i + 1, :n])[0], rtol=1e-6, atol=1e-6)  # batch 1 vs 4: matmul rounding
+            torch.testing.assert_close(
+                padded[i], net(x[i : i + 1, :n])[0], rtol=1e-6, atol=1e-6
+            )  # batch 1 vs 4: matmul rounding
     # The LSTM classifier takes lengths too: its output at each name's last step.
     lstm = nnatlas.create("lstm", input_size=4, num_classes=2, hidden_size=8, num_layers=2).eval()
     with torch.no_grad():
@@ -115,9 +124,29 @@ def _subprocess_env() -> dict[str, str]:
 
 
 def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:
-    """lstm on digits (row by row) with dropout between layers: SIGKILL after a mid-run checkpoint, --resume, same bits."""
-    args = ["train", "lstm", "--model-arg", "hidden_size=16", "--model-arg", "dropout=0.3", "--steps", "24", "--eval-every", "12",
-            "--batch-size", "16", "--limit-test", "64", "--checkpoint-every", "4", "--seed", "3", "--no-report", "--no-progress"]
+    """lstm on digits (row by row), dropout between layers: SIGKILL after a mid-run checkpoint, --resume, same bits."""
+    args = [
+        "train",
+        "lstm",
+        "--model-arg",
+        "hidden_size=16",
+        "--model-arg",
+        "dropout=0.3",
+        "--steps",
+        "24",
+        "--eval-every",
+        "12",
+        "--batch-size",
+        "16",
+        "--limit-test",
+        "64",
+        "--checkpoint-every",
+        "4",
+        "--seed",
+        "3",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
     env = _subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
@@ -136,13 +165,18 @@ def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="lstm").state["global_step"] < 24
 
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert rows(tmp_path / "ref") == rows(killed)
     assert {"test_acc", "test_macro_acc"} <= set(rows(killed)[-1])
@@ -154,8 +188,15 @@ def test_balanced_draw_gives_every_class_the_same_chance() -> None:
     codes = torch.tensor([[1, 0]] * 18 + [[2, 0]] * 2)  # 18 of class 0, 2 of class 1
     y = torch.tensor([0] * 18 + [1] * 2)
     ds = TensorDataset(codes, y)
-    bundle = DataBundle(name="toy", task="sequence_classification", train=ds, test=ds, num_classes=2, input_shape=(2,),
-                        meta={"alphabet": "ab", "classes": ["A", "B"]})
+    bundle = DataBundle(
+        name="toy",
+        task="sequence_classification",
+        train=ds,
+        test=ds,
+        num_classes=2,
+        input_shape=(2,),
+        meta={"alphabet": "ab", "classes": ["A", "B"]},
+    )
     task, _ = SequenceClassificationTask.fit("char_rnn", bundle, {}, {"hidden_size": 4})
     assert task.balanced  # the default for names
     drawn = task.batch("train", torch.arange(2000), device=CPU, generator=torch.Generator().manual_seed(0))["y"]

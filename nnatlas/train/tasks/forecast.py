@@ -57,8 +57,23 @@ INPUT_FIELDS = ("input_size",)
 OUTPUT_FIELDS = ("num_labels", "output_size", "out_features")
 
 # The sum vector: one-step (model, persistence, seasonal naive), then multi-step, each (sse, sae), and counts.
-_SUM_NAMES = ("loss", "sse", "sae", "p_sse", "p_sae", "s_sse", "s_sae", "n",
-              "m_sse", "m_sae", "mp_sse", "mp_sae", "ms_sse", "ms_sae", "m_n")
+_SUM_NAMES = (
+    "loss",
+    "sse",
+    "sae",
+    "p_sse",
+    "p_sae",
+    "s_sse",
+    "s_sae",
+    "n",
+    "m_sse",
+    "m_sae",
+    "mp_sse",
+    "mp_sae",
+    "ms_sse",
+    "ms_sae",
+    "m_n",
+)
 
 
 def _positive_int(v: Any) -> bool:
@@ -104,11 +119,16 @@ def forecast_metrics(sums: Tensor, std: float) -> dict[str, float]:
 
     return {
         "loss": s["loss"] / n if n else math.nan,
-        "rmse": rmse("sse", n), "mae": mae("sae", n),
-        "persistence_rmse": rmse("p_sse", n), "persistence_mae": mae("p_sae", n),
-        "seasonal_rmse": rmse("s_sse", n), "seasonal_mae": mae("s_sae", n),
-        "multi_rmse": rmse("m_sse", m), "multi_mae": mae("m_sae", m),
-        "multi_persistence_rmse": rmse("mp_sse", m), "multi_seasonal_rmse": rmse("ms_sse", m),
+        "rmse": rmse("sse", n),
+        "mae": mae("sae", n),
+        "persistence_rmse": rmse("p_sse", n),
+        "persistence_mae": mae("p_sae", n),
+        "seasonal_rmse": rmse("s_sse", n),
+        "seasonal_mae": mae("s_sae", n),
+        "multi_rmse": rmse("m_sse", m),
+        "multi_mae": mae("m_sae", m),
+        "multi_persistence_rmse": rmse("mp_sse", m),
+        "multi_seasonal_rmse": rmse("ms_sse", m),
     }
 
 
@@ -121,11 +141,23 @@ class ForecastTask(Task):
     best, mode = "test_rmse", "min"
     num_sums = len(_SUM_NAMES)
     options = {
-        "relative": Option(bool, True, "read each window relative to its last value and forecast changes (--no-relative: levels)"),
-        "season": Option(int, None, "the seasonal-naive baseline's period in steps (default: 11 for sunspots, 52 for co2, else 1)",
-                         check=_positive_int, expect="an integer >= 1"),
-        "horizon": Option(int, None, "steps of the recursive multi-step forecast (default: one season)",
-                          check=_positive_int, expect="an integer >= 1"),
+        "relative": Option(
+            bool, True, "read each window relative to its last value and forecast changes (--no-relative: levels)"
+        ),
+        "season": Option(
+            int,
+            None,
+            "the seasonal-naive baseline's period in steps (default: 11 for sunspots, 52 for co2, else 1)",
+            check=_positive_int,
+            expect="an integer >= 1",
+        ),
+        "horizon": Option(
+            int,
+            None,
+            "steps of the recursive multi-step forecast (default: one season)",
+            check=_positive_int,
+            expect="an integer >= 1",
+        ),
     }
 
     def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:
@@ -145,10 +177,14 @@ class ForecastTask(Task):
     @classmethod
     def check_card(cls, card: nnatlas.ModelCard, data: Any) -> None:
         if len(card.input_shape) != 2:
-            raise ValueError(f"model {card.name!r} takes inputs {card.input_shape}; the forecast task feeds windows (T, 1)")
+            raise ValueError(
+                f"model {card.name!r} takes inputs {card.input_shape}; the forecast task feeds windows (T, 1)"
+            )
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         cls.check_card(nnatlas.card(model_name), bundle)
         opts = {name: options.get(name, opt.default) for name, opt in cls.options.items()}
@@ -157,23 +193,42 @@ class ForecastTask(Task):
         input_field = next((f for f in INPUT_FIELDS if f in fields), None)
         output_field = next((f for f in OUTPUT_FIELDS if f in fields), None)
         if input_field is None or output_field is None:
-            raise ValueError(f"{where}: the model's config names no input size ({'/'.join(INPUT_FIELDS)}) or output size ({'/'.join(OUTPUT_FIELDS)})")
+            raise ValueError(
+                f"{where}: the model's config names no input size ({'/'.join(INPUT_FIELDS)}) "
+                f"or output size ({'/'.join(OUTPUT_FIELDS)})"
+            )
         meta = bundle.meta
         missing = [k for k in ("values", "mean", "std", "window") if k not in meta]
         if missing:
-            raise ValueError(f"{where}: a forecast set gives meta {missing} (the series and its standardisation); this one does not")
+            raise ValueError(
+                f"{where}: a forecast set gives meta {missing} (the series and its standardisation); this one does not"
+            )
         window = int(meta["window"])
         n_train = len(bundle.train)
         season = opts["season"] or SEASONS.get(bundle.name, 1)
         horizon = opts["horizon"] or season
         values = np.asarray(meta["values"], dtype=np.float64)
         if window + n_train + len(bundle.test) != len(values):
-            raise ValueError(f"{where}: expected {len(values)} = window {window} + {n_train} train + {len(bundle.test)} test targets")
+            raise ValueError(
+                f"{where}: expected {len(values)} = window {window} + {n_train} train + {len(bundle.test)} test targets"
+            )
         train_part = (values[: window + n_train] - meta["mean"]) / meta["std"]
-        scale = (float(np.diff(train_part).std()) or 1.0) if opts["relative"] else 1.0  # s: the spread of one-step changes
-        details = {"window": window, "n_train": n_train, "mean": float(meta["mean"]), "std": float(meta["std"]),
-                   "relative": bool(opts["relative"]), "scale": scale, "season": int(season), "horizon": int(horizon),
-                   "season_from": "--season" if opts["season"] else (f"SEASONS[{bundle.name!r}]" if bundle.name in SEASONS else "default 1")}
+        scale = (
+            (float(np.diff(train_part).std()) or 1.0) if opts["relative"] else 1.0
+        )  # s: the spread of one-step changes
+        details = {
+            "window": window,
+            "n_train": n_train,
+            "mean": float(meta["mean"]),
+            "std": float(meta["std"]),
+            "relative": bool(opts["relative"]),
+            "scale": scale,
+            "season": int(season),
+            "horizon": int(horizon),
+            "season_from": "--season"
+            if opts["season"]
+            else (f"SEASONS[{bundle.name!r}]" if bundle.name in SEASONS else "default 1"),
+        }
         overrides = {input_field: 1, output_field: 1, **model_args}
         plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides, details=details)
         model = nnatlas.create(model_name, **overrides)
@@ -184,7 +239,9 @@ class ForecastTask(Task):
             raise ValueError(f"{where}: the windows do not follow meta['values'] (target i is values[window + i])")
         out = probe(model, task.inputs(x.float()))
         if out.dim() != 3 or tuple(out.shape[1:]) != (window, 1):
-            raise ValueError(f"{where}: expected per-step forecasts (B, {window}, 1); the model gives {tuple(out.shape)}")
+            raise ValueError(
+                f"{where}: expected per-step forecasts (B, {window}, 1); the model gives {tuple(out.shape)}"
+            )
         return task, model
 
     # -- data ---------------------------------------------------------------------------------
@@ -196,12 +253,18 @@ class ForecastTask(Task):
             self._on[key] = self.series.to(device)
         return self._on[key]
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """``x`` (B, T, 1) standardised windows, ``y`` (B,) the next values, ``pos`` (B,) the targets' places
         in the series; no randomness (``generator`` unused)."""
         x, y = gather(getattr(self.bundle, split), indices)
         offset = self.window + (0 if split == "train" else int(self.plan.details["n_train"]))
-        return {"x": x.float().to(device), "y": y.float().reshape(-1).to(device), "pos": (indices.long() + offset).to(device)}
+        return {
+            "x": x.float().to(device),
+            "y": y.float().reshape(-1).to(device),
+            "pos": (indices.long() + offset).to(device),
+        }
 
     def report_input(self, device: torch.device) -> Any:
         return self.inputs(self.batch("train", torch.arange(min(2, self.size("train"))), device=device)["x"])
@@ -209,7 +272,7 @@ class ForecastTask(Task):
     # -- model in, forecasts out ----------------------------------------------------------------
 
     def inputs(self, x: Tensor) -> Tensor:
-        """Standardised windows (B, T, 1) -> the model's input (relative to the last value and scaled, or as they are)."""
+        """Standardised windows (B, T, 1) -> the model's input (relative to the last value and scaled, or as is)."""
         return (x - x[:, -1:]) / self.scale if self.relative else x
 
     def levels(self, x: Tensor, out: Tensor) -> Tensor:
@@ -236,7 +299,7 @@ class ForecastTask(Task):
         if len(history) < self.window:
             raise ValueError(f"forecast: needs at least {self.window} values of history; got {len(history)}")
         p = next(model.parameters())
-        z = (torch.tensor(list(history[-self.window:]), dtype=torch.float64) - self.mean) / self.std
+        z = (torch.tensor(list(history[-self.window :]), dtype=torch.float64) - self.mean) / self.std
         out = self.recursive(model, z.float().to(p.device).view(1, -1, 1), steps)[0]
         return (out.double().cpu() * self.std + self.mean).tolist()
 
@@ -254,8 +317,16 @@ class ForecastTask(Task):
         pred = self.one_step(model, x)  # (B,)
         p = persistence(z, pos)
         s = seasonal_naive(z, pos, self.season)
-        out = [((pred - y) ** 2).sum(), ((pred - y) ** 2).sum(), (pred - y).abs().sum(), ((p - y) ** 2).sum(), (p - y).abs().sum(),
-               ((s - y) ** 2).sum(), (s - y).abs().sum(), torch.tensor(float(len(y)), device=y.device)]
+        out = [
+            ((pred - y) ** 2).sum(),
+            ((pred - y) ** 2).sum(),
+            (pred - y).abs().sum(),
+            ((p - y) ** 2).sum(),
+            (p - y).abs().sum(),
+            ((s - y) ** 2).sum(),
+            (s - y).abs().sum(),
+            torch.tensor(float(len(y)), device=y.device),
+        ]
         # Multi-step: every horizon whose truth lies inside the series.
         multi = self.recursive(model, x, self.horizon)  # (B, H)
         h = torch.arange(1, self.horizon + 1, device=x.device)  # (H,)
@@ -265,8 +336,15 @@ class ForecastTask(Task):
         k = -(-h // self.season)  # seasons back
         seasonal = z[(where - k[None] * self.season).clamp_min(0)]
         err_m, err_p, err_s = (multi - truth)[valid], (p[:, None] - truth)[valid], (seasonal - truth)[valid]
-        out += [(err_m**2).sum(), err_m.abs().sum(), (err_p**2).sum(), err_p.abs().sum(), (err_s**2).sum(), err_s.abs().sum(),
-                valid.sum().float()]
+        out += [
+            (err_m**2).sum(),
+            err_m.abs().sum(),
+            (err_p**2).sum(),
+            err_p.abs().sum(),
+            (err_s**2).sum(),
+            err_s.abs().sum(),
+            valid.sum().float(),
+        ]
         return torch.stack([v.double() for v in out])
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
@@ -290,7 +368,10 @@ class ForecastTask(Task):
         x = self.batch("test", idx, device=p.device)["x"]
         one = torch.cat([self.one_step(model, xb) for xb in x.split(512)])  # (N,)
         tail = self.recursive(model, x[:1], n_test)[0]  # (N,) from the first held-out window
-        units = lambda v: (v.double().cpu() * self.std + self.mean).numpy()  # noqa: E731
+
+        def units(v: Tensor) -> np.ndarray:
+            return (v.double().cpu() * self.std + self.mean).numpy()
+
         times = plot_times(self.bundle.meta.get("times", range(len(z))))
         lo = max(0, start - 2 * n_test)
         fig = Figure(figsize=(10, 4), dpi=100)
@@ -302,7 +383,9 @@ class ForecastTask(Task):
         ax.axvline(times[start], color="0.3", lw=0.8, ls=":")
         rmse = float(((one - z[start:]) ** 2).mean().sqrt()) * self.std
         prmse = float(((z[start - 1 : -1] - z[start:]) ** 2).mean().sqrt()) * self.std
-        ax.set_title(f"{self.plan.model} on {self.plan.data}: one-step RMSE {rmse:.3g} (persistence {prmse:.3g})", fontsize=10)
+        ax.set_title(
+            f"{self.plan.model} on {self.plan.data}: one-step RMSE {rmse:.3g} (persistence {prmse:.3g})", fontsize=10
+        )
         ax.set_xlabel("time")
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -72,7 +72,11 @@ def confusion_metrics(sums: Tensor, num_classes: int) -> tuple[dict[str, float],
     confusion = sums[3:].reshape(num_classes, num_classes)
     per_class = confusion.diagonal() / confusion.sum(1)  # NaN for a class without examples
     present = per_class[~per_class.isnan()]
-    metrics = {"loss": loss / n, "acc": correct / n, "macro_acc": float(present.mean()) if len(present) else float("nan")}
+    metrics = {
+        "loss": loss / n,
+        "acc": correct / n,
+        "macro_acc": float(present.mean()) if len(present) else float("nan"),
+    }
     return metrics, confusion
 
 
@@ -107,8 +111,14 @@ class SequenceClassificationTask(Task):
     kind = "sequence_classification"
     data_kinds = ("classification", "sequence_classification")
     best, mode = "test_acc", "max"
-    options = {"balanced": Option(bool, None, "training draws a class uniformly, then one of its examples (the PyTorch "
-                                  "tutorial's sampling); default: on for names (letters), off for images (rows)")}
+    options = {
+        "balanced": Option(
+            bool,
+            None,
+            "training draws a class uniformly, then one of its examples (the PyTorch "
+            "tutorial's sampling); default: on for names (letters), off for images (rows)",
+        )
+    }
 
     def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:
         super().__init__(plan, bundle, options)
@@ -127,10 +137,15 @@ class SequenceClassificationTask(Task):
     @classmethod
     def check_card(cls, card: nnatlas.ModelCard, data: Any) -> None:
         if len(card.input_shape) != 2:
-            raise ValueError(f"model {card.name!r} takes inputs {card.input_shape}; the sequence_classification task feeds (T, F) sequences")
+            raise ValueError(
+                f"model {card.name!r} takes inputs {card.input_shape}; "
+                "the sequence_classification task feeds (T, F) sequences"
+            )
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         cls.check_card(nnatlas.card(model_name), bundle)
         fields = config_fields(model_name)
@@ -138,16 +153,28 @@ class SequenceClassificationTask(Task):
         input_field = next((f for f in INPUT_FIELDS if f in fields), None)
         class_field = next((f for f in CLASS_FIELDS if f in fields), None)
         if input_field is None or class_field is None:
-            raise ValueError(f"{where}: the model's config names no input size ({'/'.join(INPUT_FIELDS)}) or class count ({'/'.join(CLASS_FIELDS)})")
+            raise ValueError(
+                f"{where}: the model's config names no input size ({'/'.join(INPUT_FIELDS)}) "
+                f"or class count ({'/'.join(CLASS_FIELDS)})"
+            )
         C = int(bundle.num_classes or 0)
         classes = [str(c) for c in bundle.meta.get("classes", range(C))]
         if C < 2 or len(classes) != C:
-            raise ValueError(f"{where}: expected a classification set with num_classes >= 2 and one name per class; got {C}")
+            raise ValueError(
+                f"{where}: expected a classification set with num_classes >= 2 and one name per class; got {C}"
+            )
         if bundle.task == "sequence_classification":
             if "alphabet" not in bundle.meta:
-                raise ValueError(f"{where}: a sequence_classification set gives meta['alphabet'] (its characters); this one does not")
+                raise ValueError(
+                    f"{where}: a sequence_classification set gives meta['alphabet'] (its characters); this one does not"
+                )
             alphabet = bundle.meta["alphabet"]
-            details: dict[str, Any] = {"mode": "letters", "alphabet": alphabet, "features": len(alphabet) + 1, "classes": classes}
+            details: dict[str, Any] = {
+                "mode": "letters",
+                "alphabet": alphabet,
+                "features": len(alphabet) + 1,
+                "classes": classes,
+            }
         else:
             x0, _ = gather(bundle.train, torch.arange(min(NORM_SAMPLES, len(bundle.train))))
             if x0.dim() == 3:  # (N, H, W) grey images
@@ -156,8 +183,16 @@ class SequenceClassificationTask(Task):
                 raise ValueError(f"{where}: the task reads images row by row; the data set gives {tuple(x0.shape[1:])}")
             _, Ch, H, W = x0.shape
             x0 = x0.double()
-            details = {"mode": "rows", "channels": Ch, "height": H, "width": W, "features": Ch * W,
-                       "mean": float(x0.mean()), "std": float(x0.std().clamp_min(1e-6)), "classes": classes}
+            details = {
+                "mode": "rows",
+                "channels": Ch,
+                "height": H,
+                "width": W,
+                "features": Ch * W,
+                "mean": float(x0.mean()),
+                "std": float(x0.std().clamp_min(1e-6)),
+                "classes": classes,
+            }
         overrides = {input_field: details["features"], class_field: C, **model_args}
         plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides, details=details)
         model = nnatlas.create(model_name, **overrides)
@@ -172,7 +207,9 @@ class SequenceClassificationTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """``x`` (B, T, F), ``y`` (B,), and ``lengths`` (B,) for letters; no randomness (``generator`` unused)."""
         if split == "train" and generator is not None and self.balanced:
             indices = self.balanced_draw(len(indices), generator)
@@ -195,7 +232,9 @@ class SequenceClassificationTask(Task):
         order, starts, counts = self._by_class
         c = torch.randint(len(counts), (n,), generator=generator)  # (n,) classes
         r = torch.rand(n, generator=generator, dtype=torch.float64)
-        return order[starts[c] + (r * counts[c]).long().clamp_max(counts[c] - 1)]  # (n,) one example of each drawn class
+        return order[
+            starts[c] + (r * counts[c]).long().clamp_max(counts[c] - 1)
+        ]  # (n,) one example of each drawn class
 
     def rows_of(self, images: Tensor) -> Tensor:
         """Images (B, C, H, W) or (B, H, W) -> normalised row sequences (B, T = H, F = C*W)."""
@@ -244,7 +283,9 @@ class SequenceClassificationTask(Task):
         C = self.num_classes
         confusion = torch.bincount(y * C + pred, minlength=C * C).double()  # (C*C,): row true, column predicted
         loss = F.cross_entropy(logits, y, reduction="sum").double()
-        head = torch.stack([loss, (pred == y).sum().double(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
+        head = torch.stack(
+            [loss, (pred == y).sum().double(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)]
+        )
         return torch.cat([head, confusion])
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
@@ -259,17 +300,32 @@ class SequenceClassificationTask(Task):
             return []
         confusion = self.confusion
         totals = confusion.sum(1)
-        per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] > 0 else None) for i, c in enumerate(self.classes)}
+        per_class = {
+            c: (float(confusion[i, i] / totals[i]) if totals[i] > 0 else None) for i, c in enumerate(self.classes)
+        }
         acc = float(confusion.diagonal().sum() / confusion.sum())
         png, js = folder / f"confusion-{tag}.png", folder / f"per-class-{tag}.json"
-        plot_confusion(confusion, self.classes, png, f"{self.plan.model} on {self.plan.data}: accuracy {acc:.3f} ({int(confusion.sum())} examples)")
-        doc = {"accuracy": acc, "per_class_accuracy": per_class, "support": {c: int(t) for c, t in zip(self.classes, totals)},
-               "classes": self.classes, "confusion": confusion.long().tolist()}
+        plot_confusion(
+            confusion,
+            self.classes,
+            png,
+            f"{self.plan.model} on {self.plan.data}: accuracy {acc:.3f} ({int(confusion.sum())} examples)",
+        )
+        doc = {
+            "accuracy": acc,
+            "per_class_accuracy": per_class,
+            "support": {c: int(t) for c, t in zip(self.classes, totals)},
+            "classes": self.classes,
+            "confusion": confusion.long().tolist(),
+        }
         js.write_text(json.dumps(doc, indent=1) + "\n")
         return [png, js]
 
     def inference(self) -> dict[str, Any]:
         d = dict(self.plan.details)
-        how = ("images (B, C, H, W) -> task.rows_of(x) -> (B, H, C*W)" if self.rows
-               else "names -> task.encode(names) -> model(x, lengths)")
+        how = (
+            "images (B, C, H, W) -> task.rows_of(x) -> (B, H, C*W)"
+            if self.rows
+            else "names -> task.encode(names) -> model(x, lengths)"
+        )
         return {**d, "input": how}
