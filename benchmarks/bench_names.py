@@ -10,15 +10,19 @@
 - a whole ``MultiheadAttention`` forward (E = 512, 8 heads, L = 128, B = 8; 4 names) as shipped,
   against the same forward with ``name`` bound to a bare identity for the run.
 
-Prints a Markdown table of median milliseconds (``_timing.median_time``) and the difference in
-per cent; differences inside the run-to-run noise (about 1-3 % on a shared CPU) mean "no cost".
+Each pair is timed in alternation (A B A B ...; a busy shared machine then slows both alike) and
+the table gives the medians in milliseconds and their difference in per cent; a difference
+inside the run-to-run noise means "no cost".
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 import timeit
+from collections.abc import Callable
 from unittest import mock
 
 import torch
@@ -27,8 +31,6 @@ import torch.nn.functional as F
 from nnatlas import nn as atlas_nn
 from nnatlas.nn import attention as attention_module
 from nnatlas.nn.names import name
-
-from _timing import median_time  # benchmarks/ is on sys.path when a script runs
 
 
 def _unnamed_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):  # noqa: ANN001, ANN202
@@ -41,6 +43,19 @@ def _unnamed_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):  # noqa: ANN001, ANN202
 
 def _identity(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
     return tensor
+
+
+def _paired(with_names: Callable[[], object], without: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, the two timed in alternation (A B A B ...) so that a change in the
+    machine's load hits both alike; one untimed warm-up of each first (``_timing.median_time``'s rule)."""
+    with_names(), without()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, times in ((with_names, a), (without, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,22 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         cell = atlas_nn.LSTMCell(256, 512)
         x, h, c = torch.randn(64, 256), torch.randn(64, 512), torch.randn(64, 512)
         weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-        rows.append(("LSTMCell step (9 names)",
-                     median_time(lambda: atlas_nn.LSTMCell.step(x, h, c, *weights), args.repeats),
-                     median_time(lambda: _unnamed_lstm_step(x, h, c, *weights), args.repeats)))
+        rows.append(("LSTMCell step (9 names)", *_paired(lambda: atlas_nn.LSTMCell.step(x, h, c, *weights),
+                                                        lambda: _unnamed_lstm_step(x, h, c, *weights), args.repeats)))
         q, k, v = (torch.randn(8, 8, 128, 64) for _ in range(3))
-        rows.append(("attention, sdpa (1 name)",
-                     median_time(lambda: attention_module.attention(q, k, v), args.repeats),
-                     median_time(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)))
+        rows.append(("attention, sdpa (1 name)", *_paired(lambda: attention_module.attention(q, k, v),
+                                                         lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)))
         mha = atlas_nn.MultiheadAttention(512, 8, batch_first=True).eval()
         xs = torch.randn(8, 128, 512)
-        shipped = median_time(lambda: mha(xs, xs, xs, need_weights=False), args.repeats)
-        with mock.patch.object(attention_module, "name", _identity):  # the benchmark's baseline only
-            bare = median_time(lambda: mha(xs, xs, xs, need_weights=False), args.repeats)
-        rows.append(("MultiheadAttention forward (4 names)", shipped, bare))
+
+        def bare() -> object:
+            with mock.patch.object(attention_module, "name", _identity):  # the benchmark's baseline only
+                return mha(xs, xs, xs, need_weights=False)
+
+        rows.append(("MultiheadAttention forward (4 names)",
+                     *_paired(lambda: mha(xs, xs, xs, need_weights=False), bare, args.repeats)))
 
     print(f"name() outside a trace: {per_call * 1e9:.0f} ns a call (a bare Python identity with the same "
-          f"arguments: {empty * 1e9:.0f} ns); {args.threads} thread(s), median of {args.repeats}")
+          f"arguments: {empty * 1e9:.0f} ns); {args.threads} thread(s), medians of {args.repeats} alternated runs")
     print("| forward | with names (ms) | without (ms) | difference |")
     print("|---|--:|--:|--:|")
     for label, with_names, without in rows:
