@@ -252,7 +252,8 @@ def build_graph(trace: Trace, scope: int = 0, depth: int | None = 1, *, name: st
         nid = new_id(n)
         source[t] = nid
         info = trace.tensors[t]  # token ids and masks (B, T) read as a sequence, not features
-        seq = "B T" if len(info.shape) == 2 and info.dtype.startswith(("int", "bool", "uint")) else None
+        seq = ("B T" if len(info.shape) == 2 and info.dtype.startswith(("int", "bool", "uint"))
+               and trace.batch_size is not None and info.shape[0] == trace.batch_size else None)
         graph.nodes.append(Node(nid, "input", n, out_shape=trace.shape(t), tensor=t, dims=seq))
 
     def add(unit: _Unit) -> None:
