@@ -303,7 +303,10 @@ def read_run(folder: Path) -> dict[str, Any] | None:
     art = folder / "artefacts"
     manifest = _read_json(art / "manifest.json")
     listed: list[tuple[str, str]] = []
-    entries = manifest.get("files", manifest.get("artefacts", [])) if isinstance(manifest, dict) else manifest
+    entries: Any = manifest
+    if isinstance(manifest, dict):  # nnatlas train writes {tag: [files]} in evaluation order: show the last
+        tags = [k for k, v in manifest.items() if isinstance(v, list)]
+        entries = [{"path": f, "caption": tags[-1]} for f in manifest[tags[-1]]] if tags else []
     if isinstance(entries, list):
         for e in entries:
             if isinstance(e, str):

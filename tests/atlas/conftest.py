@@ -40,9 +40,10 @@ def make_run(folder: Path, model: str = "resnet18") -> Path:
     (folder / "curves.png").write_bytes(png_bytes(16, 8))
     (folder / "artefacts" / "sample_epoch2.txt").write_text("generated: the quick brown fox\n")
     (folder / "artefacts" / "grid_epoch2.png").write_bytes(png_bytes(8, 8, 200))
-    (folder / "artefacts" / "manifest.json").write_text(json.dumps(
-        {"files": [{"path": "sample_epoch2.txt", "caption": "epoch 2"}, {"path": "grid_epoch2.png"},
-                   {"path": "../../etc/passwd"}]}))
+    (folder / "artefacts" / "sample_epoch1.txt").write_text("generated: an older sample\n")
+    (folder / "artefacts" / "manifest.json").write_text(json.dumps(  # {evaluation tag: [files]}, in order
+        {"epoch-001": ["sample_epoch1.txt"],
+         "epoch-002": ["sample_epoch2.txt", "grid_epoch2.png", "../../etc/passwd", "missing.png"]}))
     return folder
 
 

@@ -118,7 +118,7 @@ def test_source_equations_verification_and_runs_are_on_the_pages(site) -> None:
     assert "test_accuracy" in page and "0.72" in page and "the quick brown fox" in page
     assert (site.out / "runs" / "resnet18-cifar10" / "curves.png").is_file()
     assert len(list((site.out / "runs" / "resnet18-cifar10").glob("sample*.png"))) == 1
-    assert "passwd" not in page
+    assert "passwd" not in page and "an older sample" not in page and "epoch-002" in page
     index = (site.out / "index.html").read_text(encoding="utf-8")
     assert "test_accuracy 0.72" in index
     lenet = (site.out / "models" / "lenet.html").read_text(encoding="utf-8")
