@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import nnatlas
 from nnatlas.atlas.build import BuildResult, build
+from nnatlas.verify import cache_key
 
 VERIFIED = ("resnet18", "lstm", "transformer_tiny")
 
@@ -54,6 +56,7 @@ class Site:
     runs: list[Path]
     result: BuildResult
     seconds: float
+    keys: dict[str, str]  # each model's source key at build time (nnatlas.verify.cache_key)
 
     def rebuild(self) -> BuildResult:
         return build(self.out, runs=self.runs, lang="both", cache_dir=self.cache, verify=list(VERIFIED))
@@ -63,6 +66,7 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("atlas")
     runs = [make_run(root / "runs" / "resnet18-cifar10")]
+    keys = {n: cache_key(n) for n in nnatlas.list_models()}
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -72,4 +76,4 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     finally:
         torch.set_num_threads(before)
     print(f"\natlas fixture: {result.pages} pages in {seconds:.1f} s ({result.timings})")
-    return Site(root / "site", root / "cache", runs, result, seconds)
+    return Site(root / "site", root / "cache", runs, result, seconds, keys)
