@@ -178,7 +178,7 @@ def test_golden_page(site) -> None:
         path.write_text(got, encoding="utf-8")
         if not UPDATE:
             pytest.fail(f"golden {path} was missing and has been written; check it and commit it")
-    assert got == path.read_text(encoding="utf-8"), f"the page changed; if on purpose: NNATLAS_UPDATE_GOLDEN=1"
+    assert got == path.read_text(encoding="utf-8"), "the page changed; if on purpose: NNATLAS_UPDATE_GOLDEN=1"
 
 
 def test_read_run_is_defensive(tmp_path: Path) -> None:
