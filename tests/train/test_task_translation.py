@@ -86,7 +86,7 @@ class _Oracle(nn.Module):
 def test_task_bleu_through_decoding_equals_sacrebleu_after_detokenisation() -> None:
     """Hypotheses go through the whole path: ids from generate -> cut at <eos> -> decoded -> statistics summed over batches."""
     torch.manual_seed(0)
-    task, _ = TranslationTask.fit("transformer_tiny", _bundle(), {"bpe_vocab": 300, "beam_size": 2}, TINY)
+    task, _ = TranslationTask.fit("transformer_tiny", _bundle(), {"beam_size": 2}, {**TINY, "vocab_size": 300})
     tok = task.tokenizer
     outputs = {tuple(src): tok.encode(h).ids for src, h in zip(task.src["test"], HYP)}
     oracle = _Oracle(outputs, tok.get_vocab_size())
@@ -100,7 +100,7 @@ def test_task_bleu_through_decoding_equals_sacrebleu_after_detokenisation() -> N
 
 def test_batches_pad_and_mask_and_shift() -> None:
     torch.manual_seed(0)
-    task, model = TranslationTask.fit("transformer_tiny", _bundle(), {"bpe_vocab": 300}, TINY)
+    task, model = TranslationTask.fit("transformer_tiny", _bundle(), {}, {**TINY, "vocab_size": 300})
     b = task.batch("train", torch.tensor([5, 2]), device=torch.device("cpu"))
     src_lens = [len(task.src["train"][i]) for i in (5, 2)]
     tgt = [task.tgt["train"][i] for i in (5, 2)]
@@ -109,7 +109,7 @@ def test_batches_pad_and_mask_and_shift() -> None:
     for i, t in enumerate(tgt):
         assert b["tgt_in"][i, : len(t) - 1].tolist() == t[:-1] and t[0] == BOS
         assert b["tgt_out"][i, : len(t) - 1].tolist() == t[1:] and (b["tgt_out"][i, len(t) - 1 :] == IGNORE).all()
-    assert task.plan.overrides["vocab_size"] == task.tokenizer.get_vocab_size() == model.config.vocab_size
+    assert task.plan.overrides["vocab_size"] == task.tokenizer.get_vocab_size() == model.config.vocab_size <= 300
     # Padding does not change a sentence's logits: the short sentence alone and padded in a batch agree.
     model.eval()
     alone = task.batch("train", torch.tensor([5]), device=torch.device("cpu"))
@@ -120,8 +120,10 @@ def test_batches_pad_and_mask_and_shift() -> None:
 
 
 def test_options_and_model_args_are_checked() -> None:
-    with pytest.raises(ValueError, match="--bpe-vocab"):
-        TranslationTask.fit("transformer_tiny", _bundle(), {}, {**TINY, "vocab_size": 50})
+    with pytest.raises(ValueError, match="config has no such field"):
+        TranslationTask.fit("transformer_tiny", _bundle(), {}, {**TINY, "vocab": 300})
+    with pytest.raises(ValueError, match="translation task needs a config field vocab_size"):
+        TranslationTask.fit("lenet", _bundle(), {}, {})
     with pytest.raises(ValueError, match="de-en or en-de"):
         TranslationTask.options["direction"].validate("direction", "fr-en")
     with pytest.raises(ValueError, match="label-smoothing"):
@@ -142,7 +144,7 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates
 ) -> None:
     """transformer_tiny (dropout on) on Multi30k: SIGKILL after a mid-run checkpoint, --resume, same weights bit for bit."""
     model_args = [a for k, v in TINY.items() for a in ("--model-arg", f"{k}={v}")]
-    args = ["train", "transformer_tiny", "--data-dir", str(shared_data), *model_args, "--bpe-vocab", "500", "--beam-size", "2",
+    args = ["train", "transformer_tiny", "--data-dir", str(shared_data), *model_args, "--model-arg", "vocab_size=500", "--beam-size", "2",
             "--steps", "16", "--batch-size", "8", "--limit-train", "96", "--limit-test", "8", "--checkpoint-every", "2",
             "--seed", "5", "--threads", "1", "--no-report", "--no-progress"]
     cmd = [sys.executable, "-m", "nnatlas", *args]

@@ -6,9 +6,9 @@ trained with Hugging Face ``tokenizers`` on the training split's source and targ
 matrix to source, target and output projection (section 3.4; section 5.1 shares its BPE vocabulary
 between English and German the same way); byte-level, because then every sentence encodes
 without an unknown token and decoding the ids gives back the text exactly, so a translation is
-detokenised by decoding it. Its size is ``--bpe-vocab``, by default the model config's
-``vocab_size`` (10,000 for ``transformer_small``); the model's ``vocab_size`` becomes the size the
-BPE reached. It is saved in the run folder as ``tokenizer.json`` (:meth:`TranslationTask.save`).
+detokenised by decoding it. Its size is the model config's ``vocab_size`` (10,000 for
+``transformer_small``; ``--model-arg vocab_size=N`` asks for another), and the model is built with
+the size the BPE reached (smaller when the training text runs out of merges). It is saved in the run folder as ``tokenizer.json`` (:meth:`TranslationTask.save`).
 
 Examples: ``src`` is ``tokens <eos>``, ``tgt`` is ``<bos> tokens <eos>``; a batch pads both to its
 longest sentence with ``<pad>``. The decoder reads ``tgt[:, :-1]`` and is scored on ``tgt[:, 1:]``.
@@ -103,8 +103,6 @@ class TranslationTask(Task):
     options = {
         "direction": Option(str, "de-en", "source-target languages of Multi30k",
                             check=lambda v: v in ("de-en", "en-de"), expect="de-en or en-de"),
-        "bpe_vocab": Option(int, None, "size of the shared BPE vocabulary (default: the model config's vocab_size)",
-                            check=_positive, expect="an integer >= 1"),
         "label_smoothing": Option(float, 0.1, "label smoothing of the training loss (the paper's 0.1)",
                                   check=lambda v: 0.0 <= v < 1.0, expect="in [0, 1)"),
         "beam_size": Option(int, 4, "beam width of the test BLEU's beam search and of nnatlas translate (1: greedy only)",
@@ -147,14 +145,12 @@ class TranslationTask(Task):
         check_model_args(model_name, fields, model_args)
         if "vocab_size" not in fields:
             raise ValueError(f"{where}: the translation task needs a config field vocab_size (one vocabulary shared by source and target)")
-        if "vocab_size" in model_args:
-            raise ValueError(f"{where}: --model-arg vocab_size: the vocabulary is the BPE's; set its size with --bpe-vocab")
         sentences = bundle.meta.get("sentences")
         if not sentences:
             raise ValueError(f"{where}: the data set has no raw sentences (meta['sentences']) to train a BPE vocabulary on")
         source, target = opts["direction"].split("-")
         train = sentences[DATA_SPLITS["train"]]
-        tokenizer = subword.train_bpe(train[source] + train[target], opts["bpe_vocab"] or fields["vocab_size"], SPECIALS)
+        tokenizer = subword.train_bpe(train[source] + train[target], model_args.get("vocab_size", fields["vocab_size"]), SPECIALS)
         overrides = {**model_args, "vocab_size": tokenizer.get_vocab_size()}
         details = {
             "source": source, "target": target, "tokenizer": TOKENIZER_FILE, "tokenizer_sha256": subword.digest(tokenizer),
