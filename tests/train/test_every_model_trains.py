@@ -33,8 +33,10 @@ KINDS = ("sequence_classification", "forecast", "language_model", "translation",
 # Config overrides that keep a full-size model to a fraction of a second a step (the model's
 # own family, smaller; the full size is checked by the model tests and the contract test).
 TINY: dict[str, dict[str, Any]] = {
-    "transformer": {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_feedforward": 64, "vocab_size": 500},
-    "transformer_small": {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_feedforward": 64, "vocab_size": 500},
+    "transformer": {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                    "dim_feedforward": 64, "vocab_size": 500},
+    "transformer_small": {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                          "dim_feedforward": 64, "vocab_size": 500},
     "bert_base": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
     "mamba_130m": {"d_model": 32, "n_layer": 1, "dt_rank": 2},
     "gpt_shakespeare": {"d_model": 48, "num_layers": 1, "num_heads": 2, "context_length": 32},
