@@ -15,6 +15,10 @@ than half a second is repeated within a round and its mean taken). Reported per 
 - noise: the larger relative spread (interquartile range / median) of A's and of B's times;
 - check: what was verified before timing (tokens identical, outputs within a tolerance).
 
+On a shared, loaded machine ``--threads 1 --clock cpu`` times each call by the CPU time of the
+one thread doing the work, which other processes' scheduling does not inflate (cache and
+memory-bandwidth contention still show).
+
 "flat cost" cases time one long generation per round and compare the median per-token time of
 its last 64 tokens (A) with its first 64 (B): 1.0 is a flat cost. Results go to
 ``--out`` (default ``benchmarks/results/<device>``): ``results.json`` (every time, the machine,
@@ -58,6 +62,7 @@ class Env:
     amp: bool
     repeats: int
     quick: bool
+    clock: Callable[[], float] = time.perf_counter  # or time.thread_time: CPU seconds of this thread
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -107,11 +112,11 @@ def ab(env: Env, run_a: Callable[[], object], run_b: Callable[[], object]) -> tu
 
     def timed(fn: Callable[[], object]) -> float:
         env.sync()
-        start = time.perf_counter()
+        start = env.clock()
         with env.autocast():
             fn()
         env.sync()
-        return time.perf_counter() - start
+        return env.clock() - start
 
     # warm-up (first-call dispatch, allocator), which also sizes the rounds: calls shorter than
     # MIN_ROUND_S run k times a round and count as the mean, so a scheduler hiccup is diluted
@@ -238,10 +243,10 @@ def _step_times(env: Env, model: nn.Module, prompt: torch.Tensor, n: int) -> tup
             nxt = logits.argmax(-1, keepdim=True)
             ids = torch.cat([ids, nxt], 1)
             env.sync()
-            start = time.perf_counter()
+            start = env.clock()
             logits, state = model.step(nxt, state)
             env.sync()
-            times.append(time.perf_counter() - start)
+            times.append(env.clock() - start)
     return times, ids
 
 
@@ -526,7 +531,8 @@ def _fmt(seconds: float, unit: str) -> str:
 
 def markdown(results: list[Result], header: dict) -> str:
     lines = [
-        f"Device {header['device']}, torch {header['torch']}, {header['threads']} threads, {header['repeats']} rounds, "
+        f"Device {header['device']}, torch {header['torch']}, {header['threads']} threads, {header['clock']} clock, "
+        f"{header['repeats']} rounds, "
         f"load average {header['load_before'][0]:.2f} before / {header['load_after'][0]:.2f} after.",
         "",
         "| group | case | A | B | A median | B median | ratio A/B | min-ratio | noise | check |",
@@ -548,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="bf16 autocast around both A and B (CUDA)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: this thread's CPU time (needs --threads 1 on CPU), which a "
+                   "loaded machine's scheduler does not inflate")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs, not a measurement")
     p.add_argument("--out", type=Path, default=None, help="folder for results.json and results.md")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -559,11 +568,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--repeats must be >= 1; got {args.repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = Env(torch.device(args.device), args.amp, args.repeats, args.quick)
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        p.error("--clock cpu measures one thread's CPU time: use it with --threads 1 on --device cpu")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    env = Env(torch.device(args.device), args.amp, args.repeats, args.quick, clock)
     keys = [k for k in CASES if args.only is None or any(k.startswith(o) for o in args.only)]
     if not keys:
         p.error(f"--only {args.only} matches no case; cases: {', '.join(CASES)}")
-    header = {"device": str(env.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    header = {"device": str(env.device), "torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
               "repeats": args.repeats, "amp": args.amp, "quick": args.quick, "machine": platform.platform(),
               "cpus": os.cpu_count(), "load_before": list(os.getloadavg())}
     out = args.out or ROOT / "benchmarks" / "results" / env.device.type

@@ -204,7 +204,7 @@ class GCNConv(nn.Module):
         messages = h.index_select(0, source)  # (E', F'): h_j for every edge j -> i
         if edge_weight is not None:
             messages = messages * edge_weight[:, None].to(h.dtype)  # A_hat_ij / sqrt(d_i d_j) h_j
-        out = h.new_zeros(N, self.out_channels).index_add(0, target, messages)  # (N, F'): sum over neighbours
+        out = h.new_zeros(N, self.out_channels).index_add_(0, target, messages)  # (N, F'): sum over neighbours
         if self.bias is not None:
             out = out + self.bias
         return name(out, "H'", _GCN_FORMULA, desc="node features", dims="N F")  # (N, F')
