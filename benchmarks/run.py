@@ -63,6 +63,8 @@ class Env:
     repeats: int
     quick: bool
     clock: Callable[[], float] = time.perf_counter  # or time.thread_time: CPU seconds of this thread
+    mamba_lengths: tuple[int, ...] = (512, 2048)
+    check_tokens: int = 0  # Mamba step: tokens compared with full recomputation (0: all generated)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -292,12 +294,13 @@ def case_mamba_step(env: Env) -> list[Result]:
     model = nnatlas.create("mamba_tiny" if env.quick else "mamba_130m").to(env.device).eval()
     V = model.vocab_size
     prompt = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(0)).to(env.device)
+    n_check = min(N, env.check_tokens or N)
     with torch.no_grad():
-        cached = generate(model, prompt, N, temperature=0)
-        fresh = generate(model, prompt, N, temperature=0, use_cache=False)
+        cached = generate(model, prompt, n_check, temperature=0)
+        fresh = generate(model, prompt, n_check, temperature=0, use_cache=False)
     name = "mamba_tiny" if env.quick else "mamba_130m"
     return [_flat_cost(env, "generation", f"{name} step-mode cost over {N} tokens", model, prompt, N,
-                       f"{N} greedy tokens identical to full recomputation: {torch.equal(cached, fresh)}")]
+                       f"{n_check} greedy tokens identical to full recomputation: {torch.equal(cached, fresh)}")]
 
 
 # --- Mamba's scan ----------------------------------------------------------------------------
@@ -311,7 +314,7 @@ def _set_scan(model: nn.Module, scan: str) -> None:
 def case_mamba_scan(env: Env) -> list[Result]:
     transformers = _optional("transformers")
     name = "mamba_tiny" if env.quick else "mamba_130m"
-    lengths = (64,) if env.quick else (512, 2048)
+    lengths = (64,) if env.quick else env.mamba_lengths
     c = nnatlas.create(name).config
     out = []
     ours = hf = None
@@ -557,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: this thread's CPU time (needs --threads 1 on CPU), which a "
                    "loaded machine's scheduler does not inflate")
+    p.add_argument("--mamba-lengths", type=int, nargs="+", default=[512, 2048], help="mamba_130m forward lengths")
+    p.add_argument("--check-tokens", type=int, default=0,
+                   help="Mamba step generation: tokens compared with full recomputation (0: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs, not a measurement")
     p.add_argument("--out", type=Path, default=None, help="folder for results.json and results.md")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -571,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
         p.error("--clock cpu measures one thread's CPU time: use it with --threads 1 on --device cpu")
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    env = Env(torch.device(args.device), args.amp, args.repeats, args.quick, clock)
+    env = Env(torch.device(args.device), args.amp, args.repeats, args.quick, clock, tuple(args.mamba_lengths),
+              args.check_tokens)
     keys = [k for k in CASES if args.only is None or any(k.startswith(o) for o in args.only)]
     if not keys:
         p.error(f"--only {args.only} matches no case; cases: {', '.join(CASES)}")
