@@ -467,7 +467,7 @@ def time_rnn(**overrides) -> TimeRNN:
 # short warm-up and cosine decay, clipped gradients (recurrent nets), windows of 128 characters.
 _CHAR_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
                          steps=1000, eval_every=250, clip_grad=1.0,
-                         source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; sized to 15 minutes on 2 CPU cores")
+                         source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; 1,000 steps = 4 passes over the text")
 _NLP_T = 35  # the card's sequence length (PTB's usual BPTT length)
 
 
