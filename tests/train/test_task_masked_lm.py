@@ -24,22 +24,43 @@ from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
 from nnatlas.train.tasks.masked_lm import CLS, IGNORE, MASK, PAD, SEP, SPECIALS, MaskedLMTask, mask_tokens, mlm_sums
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
-EN = ["A man rides a bicycle down the street.", "Two dogs are playing in the snow.", "A woman reads a book while it is raining.",
-      "Children play soccer on a green meadow.", "An elderly gentleman wears a blue hat.", "A girl eats an ice cream.",
-      "Three men work on a construction site.", "The dog jumps over the fence."] * 4
+EN = [
+    "A man rides a bicycle down the street.",
+    "Two dogs are playing in the snow.",
+    "A woman reads a book while it is raining.",
+    "Children play soccer on a green meadow.",
+    "An elderly gentleman wears a blue hat.",
+    "A girl eats an ice cream.",
+    "Three men work on a construction site.",
+    "The dog jumps over the fence.",
+] * 4
 
 
 def _bundle() -> DataBundle:
-    sentences = {"train": {"en": EN, "de": EN}, "val": {"en": EN[:4], "de": EN[:4]}, "test_2016_flickr": {"en": EN[:8], "de": EN[:8]}}
+    sentences = {
+        "train": {"en": EN, "de": EN},
+        "val": {"en": EN[:4], "de": EN[:4]},
+        "test_2016_flickr": {"en": EN[:8], "de": EN[:8]},
+    }
     empty = TensorDataset(torch.zeros(1, 1), torch.zeros(1, 1))
-    return DataBundle(name="multi30k", task="translation", train=empty, test=empty, num_classes=None, input_shape=(1,), meta={"sentences": sentences})
+    return DataBundle(
+        name="multi30k",
+        task="translation",
+        train=empty,
+        test=empty,
+        num_classes=None,
+        input_shape=(1,),
+        meta={"sentences": sentences},
+    )
 
 
 def test_masked_accuracy_counts_predicted_positions_only() -> None:
     V = 6
     logits = torch.full((1, 4, V), -5.0)
     logits[0, 0, 2] = logits[0, 1, 3] = logits[0, 2, 4] = logits[0, 3, 5] = 5.0  # argmax 2, 3, 4, 5
-    labels = torch.tensor([[2, IGNORE, 1, IGNORE]])  # position 0 right, 2 wrong; 1 and 3 (argmax != anything) not predicted
+    labels = torch.tensor(
+        [[2, IGNORE, 1, IGNORE]]
+    )  # position 0 right, 2 wrong; 1 and 3 (argmax != anything) not predicted
     loss, correct, n = mlm_sums(logits, labels).tolist()
     assert (correct, n) == (1.0, 2.0)
     expected = F.cross_entropy(logits[0, [0, 2]], torch.tensor([2, 1]), reduction="sum")
@@ -65,7 +86,9 @@ def test_bert_masking_proportions_on_a_large_sample() -> None:
     assert not (chosen & ~maskable).any()  # never [CLS], [SEP] or padding
     assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
     n = maskable.sum(1)
-    assert torch.equal(chosen.sum(1), (n.double() * 0.15).round().long().clamp_min(1))  # 15 % of each sequence, at least one
+    assert torch.equal(
+        chosen.sum(1), (n.double() * 0.15).round().long().clamp_min(1)
+    )  # 15 % of each sequence, at least one
     masked = (inputs == MASK) & chosen
     kept = (inputs == ids) & chosen
     replaced = chosen & ~masked & ~kept
@@ -123,11 +146,39 @@ def _env() -> dict[str, str]:
 def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path, shared_data: Path) -> None:
     """bert_tiny (dropout on, random masks) on tinyshakespeare: SIGKILL after a mid-run checkpoint, --resume, same weights."""
     model_args = [a for k, v in TINY.items() for a in ("--model-arg", f"{k}={v}")]
-    args = ["train", "bert_tiny", "--data-dir", str(shared_data), *model_args, "--wordpiece-vocab", "500", "--seq-len", "32",
-            "--steps", "16", "--eval-every", "8", "--batch-size", "8", "--limit-train", "96", "--limit-test", "16",
-            "--checkpoint-every", "2", "--seed", "2", "--threads", "1", "--no-report", "--no-progress"]
+    args = [
+        "train",
+        "bert_tiny",
+        "--data-dir",
+        str(shared_data),
+        *model_args,
+        "--wordpiece-vocab",
+        "500",
+        "--seq-len",
+        "32",
+        "--steps",
+        "16",
+        "--eval-every",
+        "8",
+        "--batch-size",
+        "8",
+        "--limit-train",
+        "96",
+        "--limit-test",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "2",
+        "--threads",
+        "1",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=_env(), capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "ref")], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
@@ -141,12 +192,17 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path,
     proc.wait()
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="bert_tiny").state["global_step"] < 16
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = lambda run: [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    rows = lambda run: [
+        {k: v for k, v in json.loads(line).items() if k != "time_s"}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert rows(tmp_path / "ref") == rows(killed) and len(rows(killed)) == 2
     assert {"test_loss", "test_ppl", "test_acc"} <= set(rows(killed)[-1])
     fills = sorted((killed / "artefacts").glob("fill-*.txt"))

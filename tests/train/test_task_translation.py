@@ -23,19 +23,49 @@ from nnatlas.cli import main
 from nnatlas.data.bundle import DataBundle
 from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
 from nnatlas.train.tasks import subword
-from nnatlas.train.tasks.translation import BOS, EOS, IGNORE, PAD, SPECIALS, TranslationTask, bleu_from_stats, bleu_stats
+from nnatlas.train.tasks.translation import (
+    BOS,
+    EOS,
+    IGNORE,
+    PAD,
+    SPECIALS,
+    TranslationTask,
+    bleu_from_stats,
+    bleu_stats,
+)
 
 # A tiny parallel corpus (German -> English), with casing, punctuation, umlauts and a hyphen.
-DE = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest ein Buch, während es regnet.",
-      "Kinder spielen Fußball auf einer grünen Wiese.", "Ein älterer Herr trägt einen blauen Hut.",
-      "Ein Mädchen isst ein Eis.", "Drei Männer arbeiten auf einer Baustelle.", "Der Hund springt über den Zaun."]
-EN = ["A man rides a bicycle.", "Two dogs are playing in the snow.", "A woman reads a book while it is raining.",
-      "Children play soccer on a green meadow.", "An elderly gentleman wears a blue hat.",
-      "A girl eats an ice-cream.", "Three men work on a construction site.", "The dog jumps over the fence."]
+DE = [
+    "Ein Mann fährt Fahrrad.",
+    "Zwei Hunde spielen im Schnee.",
+    "Eine Frau liest ein Buch, während es regnet.",
+    "Kinder spielen Fußball auf einer grünen Wiese.",
+    "Ein älterer Herr trägt einen blauen Hut.",
+    "Ein Mädchen isst ein Eis.",
+    "Drei Männer arbeiten auf einer Baustelle.",
+    "Der Hund springt über den Zaun.",
+]
+EN = [
+    "A man rides a bicycle.",
+    "Two dogs are playing in the snow.",
+    "A woman reads a book while it is raining.",
+    "Children play soccer on a green meadow.",
+    "An elderly gentleman wears a blue hat.",
+    "A girl eats an ice-cream.",
+    "Three men work on a construction site.",
+    "The dog jumps over the fence.",
+]
 # Hypotheses for BLEU: partly right, reordered, a missing word, an empty one.
-HYP = ["A man rides a bike.", "Two dogs play in snow.", "A woman is reading a book, while it rains.",
-       "Children play football on a green field.", "An old man wears a blue hat.", "", "Three men work on a building site.",
-       "The dog jumps over the fence."]
+HYP = [
+    "A man rides a bike.",
+    "Two dogs play in snow.",
+    "A woman is reading a book, while it rains.",
+    "Children play football on a green field.",
+    "An old man wears a blue hat.",
+    "",
+    "Three men work on a building site.",
+    "The dog jumps over the fence.",
+]
 TINY = {"d_model": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_feedforward": 64}
 
 
@@ -43,8 +73,15 @@ def _bundle() -> DataBundle:
     splits = {"train": (DE, EN), "val": (DE[:4], EN[:4]), "test_2016_flickr": (DE, EN)}
     sentences = {stem: {"de": de, "en": en} for stem, (de, en) in splits.items()}
     empty = TensorDataset(torch.zeros(len(DE), 1), torch.zeros(len(DE), 1))
-    return DataBundle(name="multi30k", task="translation", train=empty, test=empty, num_classes=None, input_shape=(1,),
-                      meta={"sentences": sentences})
+    return DataBundle(
+        name="multi30k",
+        task="translation",
+        train=empty,
+        test=empty,
+        num_classes=None,
+        input_shape=(1,),
+        meta={"sentences": sentences},
+    )
 
 
 def test_byte_level_bpe_decodes_every_sentence_back_exactly() -> None:
@@ -74,7 +111,9 @@ class _Oracle(nn.Module):
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros(*tgt.shape, self.vocab) + self.w
 
-    def generate(self, src, max_len, bos_id, eos_id, beam_size=1, src_key_padding_mask=None, pad_id=None, *, length_penalty=0.0):
+    def generate(
+        self, src, max_len, bos_id, eos_id, beam_size=1, src_key_padding_mask=None, pad_id=None, *, length_penalty=0.0
+    ):
         rows = []
         for ids, pad in zip(src.tolist(), src_key_padding_mask.tolist()):
             key = tuple(i for i, p in zip(ids, pad) if not p)
@@ -90,7 +129,10 @@ def test_task_bleu_through_decoding_equals_sacrebleu_after_detokenisation() -> N
     tok = task.tokenizer
     outputs = {tuple(src): tok.encode(h).ids for src, h in zip(task.src["test"], HYP)}
     oracle = _Oracle(outputs, tok.get_vocab_size())
-    sums = sum(task.sums(oracle, task.batch("test", idx, device=torch.device("cpu"))) for idx in torch.arange(len(HYP)).split(3))
+    sums = sum(
+        task.sums(oracle, task.batch("test", idx, device=torch.device("cpu")))
+        for idx in torch.arange(len(HYP)).split(3)
+    )
     m = task.metrics(sums)
     ref = sacrebleu.corpus_bleu(HYP, [EN]).score
     assert m["bleu"] == pytest.approx(ref, abs=1e-9) and m["bleu_beam"] == pytest.approx(ref, abs=1e-9)
@@ -144,11 +186,37 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates
 ) -> None:
     """transformer_tiny (dropout on) on Multi30k: SIGKILL after a mid-run checkpoint, --resume, same weights bit for bit."""
     model_args = [a for k, v in TINY.items() for a in ("--model-arg", f"{k}={v}")]
-    args = ["train", "transformer_tiny", "--data-dir", str(shared_data), *model_args, "--model-arg", "vocab_size=500", "--beam-size", "2",
-            "--steps", "16", "--batch-size", "8", "--limit-train", "96", "--limit-test", "8", "--checkpoint-every", "2",
-            "--seed", "5", "--threads", "1", "--no-report", "--no-progress"]
+    args = [
+        "train",
+        "transformer_tiny",
+        "--data-dir",
+        str(shared_data),
+        *model_args,
+        "--model-arg",
+        "vocab_size=500",
+        "--beam-size",
+        "2",
+        "--steps",
+        "16",
+        "--batch-size",
+        "8",
+        "--limit-train",
+        "96",
+        "--limit-test",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=_env(), capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "ref")], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
@@ -162,12 +230,17 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates
     proc.wait()
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="transformer_tiny").state["global_step"] < 16
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = lambda run: [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    rows = lambda run: [
+        {k: v for k, v in json.loads(line).items() if k != "time_s"}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert rows(tmp_path / "ref") == rows(killed)
     assert {"val_loss", "test_bleu", "test_bleu_beam"} <= set(rows(killed)[-1])
     assert (killed / "tokenizer.json").read_bytes() == (tmp_path / "ref" / "tokenizer.json").read_bytes()
@@ -183,7 +256,25 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates
 
 def test_translate_refuses_a_run_of_another_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "mlp"
-    assert main(["train", "mlp", "--epochs", "1", "--limit-train", "32", "--limit-test", "8", "--out", str(run), "--no-report", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "mlp",
+                "--epochs",
+                "1",
+                "--limit-train",
+                "32",
+                "--limit-test",
+                "8",
+                "--out",
+                str(run),
+                "--no-report",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["translate", str(run), "Hallo."]) == 2
     err = capsys.readouterr().err.strip().splitlines()

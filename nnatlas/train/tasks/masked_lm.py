@@ -49,7 +49,7 @@ from nnatlas.models.bert import BertForMaskedLM, BertModel
 from nnatlas.train.tasks import subword
 from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
 
-__all__ = ["MaskedLMTask", "SPECIALS", "mask_tokens", "mlm_sums"]
+__all__ = ["SPECIALS", "MaskedLMTask", "mask_tokens", "mlm_sums"]
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
@@ -112,12 +112,25 @@ class MaskedLMTask(Task):
     eval_splits = ("test",)
     num_sums = 3
     options = {
-        "wordpiece_vocab": Option(int, 8000, "size of the WordPiece vocabulary trained on the training split", check=_positive, expect="an integer >= 1"),
-        "seq_len": Option(int, 128, "tokens per masked-LM example, [CLS] and [SEP] included (BERT's first phase: 128)",
-                          check=lambda v: _positive(v) and v >= 3, expect="an integer >= 3"),
+        "wordpiece_vocab": Option(
+            int,
+            8000,
+            "size of the WordPiece vocabulary trained on the training split",
+            check=_positive,
+            expect="an integer >= 1",
+        ),
+        "seq_len": Option(
+            int,
+            128,
+            "tokens per masked-LM example, [CLS] and [SEP] included (BERT's first phase: 128)",
+            check=lambda v: _positive(v) and v >= 3,
+            expect="an integer >= 3",
+        ),
     }
 
-    def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any], tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self, plan: Plan, bundle: Any | None, options: Mapping[str, Any], tokenizer: Tokenizer | None = None
+    ) -> None:
         super().__init__(plan, bundle, options)
         self.tokenizer: Tokenizer | None = None
         self.examples: dict[str, list[list[int]]] = {}  # split -> [CLS] ids [SEP]
@@ -133,12 +146,17 @@ class MaskedLMTask(Task):
         meta = bundle.meta
         if bundle.task == "language_model" and "vocab" in meta and "train_ids" in meta:
             vocab = meta["vocab"]
-            text = {split: "".join(vocab[i] for i in meta[key].tolist()) for split, key in (("train", "train_ids"), ("test", "val_ids"))}
+            text = {
+                split: "".join(vocab[i] for i in meta[key].tolist())
+                for split, key in (("train", "train_ids"), ("test", "val_ids"))
+            }
             return {split: [line for line in t.split("\n") if line.strip()] for split, t in text.items()}
         if bundle.task == "translation" and "sentences" in meta:
             return {"train": meta["sentences"]["train"]["en"], "test": meta["sentences"]["test_2016_flickr"]["en"]}
-        raise ValueError(f"data set {bundle.name!r}: the masked_lm task reads a character stream (meta vocab/train_ids/val_ids) "
-                         "or English sentences (meta['sentences']); this data set has neither")
+        raise ValueError(
+            f"data set {bundle.name!r}: the masked_lm task reads a character stream (meta vocab/train_ids/val_ids) "
+            "or English sentences (meta['sentences']); this data set has neither"
+        )
 
     def _use(self, tokenizer: Tokenizer) -> None:
         """Take the run's tokenizer and, where the data is here, encode the splits and mask the evaluation ones."""
@@ -171,23 +189,34 @@ class MaskedLMTask(Task):
     # -- fitting and files -----------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         opts = {name: options.get(name, opt.default) for name, opt in cls.options.items()}
         fields = config_fields(model_name)
         check_model_args(model_name, fields, model_args)
         if "vocab_size" in model_args:
-            raise ValueError(f"{where}: --model-arg vocab_size: the vocabulary is the WordPiece's; set its size with --wordpiece-vocab")
+            raise ValueError(
+                f"{where}: --model-arg vocab_size: the vocabulary is the WordPiece's; set its size with --wordpiece-vocab"
+            )
         if "max_position_embeddings" in fields and opts["seq_len"] > fields["max_position_embeddings"]:
-            raise ValueError(f"{where}: --seq-len {opts['seq_len']} exceeds the model's {fields['max_position_embeddings']} positions")
+            raise ValueError(
+                f"{where}: --seq-len {opts['seq_len']} exceeds the model's {fields['max_position_embeddings']} positions"
+            )
         texts = cls.texts(bundle)
         tokenizer = subword.train_wordpiece(texts["train"], opts["wordpiece_vocab"], SPECIALS, unk=SPECIALS[UNK])
         overrides = {**model_args, "vocab_size": tokenizer.get_vocab_size()}
         details = {
-            "tokenizer": TOKENIZER_FILE, "tokenizer_sha256": subword.digest(tokenizer), "vocab_size": tokenizer.get_vocab_size(),
-            "vocabulary": "uncased WordPiece trained on the training split", "specials": list(SPECIALS),
+            "tokenizer": TOKENIZER_FILE,
+            "tokenizer_sha256": subword.digest(tokenizer),
+            "vocab_size": tokenizer.get_vocab_size(),
+            "vocabulary": "uncased WordPiece trained on the training split",
+            "specials": list(SPECIALS),
             "packing": "stream" if bundle.task == "language_model" else "sentence",
-            "corpus": "tinyshakespeare lines packed into full sequences" if bundle.task == "language_model" else "Multi30k English sentences",
+            "corpus": "tinyshakespeare lines packed into full sequences"
+            if bundle.task == "language_model"
+            else "Multi30k English sentences",
         }
         plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides, details=details)
         task = cls(plan, bundle, options, tokenizer=tokenizer)
@@ -205,7 +234,9 @@ class MaskedLMTask(Task):
             encoder = nnatlas.create(self.plan.model, **self.plan.overrides)
         if not isinstance(encoder, BertModel):
             where = where or f"model {self.plan.model!r}"
-            raise ValueError(f"{where}: the masked_lm task trains BERT encoders (BertModel) under their masked-LM head; got {type(encoder).__name__}")
+            raise ValueError(
+                f"{where}: the masked_lm task trains BERT encoders (BertModel) under their masked-LM head; got {type(encoder).__name__}"
+            )
         return BertForMaskedLM(encoder.config)
 
     def save(self, run_dir: Path) -> list[Path]:
@@ -215,7 +246,12 @@ class MaskedLMTask(Task):
         self._use(subword.load(Path(run_dir) / self.plan.details["tokenizer"], self.plan.details["tokenizer_sha256"]))
 
     def inference(self) -> dict[str, Any]:
-        return {"tokenizer": self.plan.details["tokenizer"], "specials": list(SPECIALS), "mask_id": MASK, "seq_len": self.opts["seq_len"]}
+        return {
+            "tokenizer": self.plan.details["tokenizer"],
+            "specials": list(SPECIALS),
+            "mask_id": MASK,
+            "seq_len": self.opts["seq_len"],
+        }
 
     def _tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -227,10 +263,14 @@ class MaskedLMTask(Task):
     def size(self, split: str) -> int:
         if split not in self.examples:
             self._tokenizer()
-            raise ValueError(f"the masked_lm task has no {split!r} data here (splits: {', '.join(self.examples) or 'none, no data set was given'})")
+            raise ValueError(
+                f"the masked_lm task has no {split!r} data here (splits: {', '.join(self.examples) or 'none, no data set was given'})"
+            )
         return len(self.examples[split])
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """``input_ids`` (B, T) masked, ``attention_mask`` (B, T) 1 = token, ``labels`` (B, T): the original
         ids at predicted positions, IGNORE elsewhere. Training masks come from ``generator``; the
         evaluation splits' are fixed (and so are training batches drawn without a generator)."""
@@ -243,7 +283,11 @@ class MaskedLMTask(Task):
             ids, maskable = self._pad([self.examples[split][i] for i in indices.tolist()])
             gen = generator if generator is not None else torch.Generator().manual_seed(EVAL_SEED)
             inputs, labels = mask_tokens(ids, maskable, gen, self._tokenizer().get_vocab_size())
-        return {"input_ids": inputs.to(device), "attention_mask": (inputs != PAD).long().to(device), "labels": labels.to(device)}
+        return {
+            "input_ids": inputs.to(device),
+            "attention_mask": (inputs != PAD).long().to(device),
+            "labels": labels.to(device),
+        }
 
     def report_input(self, device: torch.device) -> Any:
         b = self.batch("test", torch.arange(min(2, self.size("test"))), device=device)
@@ -278,16 +322,19 @@ class MaskedLMTask(Task):
         with torch.no_grad():
             logits = model(b["input_ids"], b["attention_mask"])  # (B, T, V)
         filled = torch.where(b["labels"] != IGNORE, logits.argmax(-1), b["input_ids"])
-        lines = [f"# {self.plan.model}, {tag}: evaluation sequences masked, filled by the model, original ([x]: a predicted token)"]
+        lines = [
+            f"# {self.plan.model}, {tag}: evaluation sequences masked, filled by the model, original",
+            "# [x]: predicted",
+            "",
+        ]
         for i in range(n):
             real = b["attention_mask"][i].bool()
             chosen = (b["labels"][i] != IGNORE)[real].tolist()
-
-            def show(ids: Tensor) -> str:
-                return " ".join(f"[{tok.id_to_token(j)}]" if c else tok.id_to_token(j) for j, c in zip(ids[real].tolist(), chosen))
-
             original = torch.where(b["labels"][i] != IGNORE, b["labels"][i], b["input_ids"][i])
-            lines += ["", "masked:   " + show(b["input_ids"][i]), "filled:   " + show(filled[i]), "original: " + show(original)]
+            for name, ids in (("masked:  ", b["input_ids"][i]), ("filled:  ", filled[i]), ("original:", original)):
+                pieces = (tok.id_to_token(j) for j in ids[real].tolist())
+                lines.append(f"{name} " + " ".join(f"[{t}]" if c else t for t, c in zip(pieces, chosen)))
+            lines.append("")
         path = Path(folder) / f"fill-{tag}.txt"
         atomic_write_text(path, "\n".join(lines) + "\n")
         return [path]

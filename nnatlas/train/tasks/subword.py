@@ -22,7 +22,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from nnatlas._io import atomic_write_text
 
-__all__ = ["train_bpe", "train_wordpiece", "digest", "save", "load"]
+__all__ = ["digest", "load", "save", "train_bpe", "train_wordpiece"]
 
 
 def train_bpe(sentences: Sequence[str], vocab_size: int, specials: Sequence[str]) -> Tokenizer:
@@ -31,7 +31,10 @@ def train_bpe(sentences: Sequence[str], vocab_size: int, specials: Sequence[str]
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(sentences, trainer=trainer)
     return tok
@@ -52,7 +55,9 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, specials: Sequence[st
     bpe = Tokenizer(models.BPE(unk_token=unk))
     bpe.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, clean_text=True)
     bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False))
+    bpe.train_from_iterator(
+        texts, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False)
+    )
     counts: Counter[str] = Counter()
     chars: set[str] = set()
     for enc in bpe.encode_batch(list(texts), add_special_tokens=False):
@@ -86,9 +91,13 @@ def load(path: Path, sha256: str) -> Tokenizer:
     """The tokenizer saved in ``path``; ``ValueError`` when it is absent or not the run's (its hash differs)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} is absent: the run's tokenizer was not saved (nnatlas train writes it at the run's start)")
+        raise ValueError(
+            f"{path} is absent: the run's tokenizer was not saved (nnatlas train writes it at the run's start)"
+        )
     text = path.read_text("utf-8")
     got = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if got != sha256:
-        raise ValueError(f"{path} is not the tokenizer this run trained with (SHA-256 {got[:12]}..., config.json says {sha256[:12]}...)")
+        raise ValueError(
+            f"{path} is not the tokenizer this run trained with (SHA-256 {got[:12]}..., config.json says {sha256[:12]}...)"
+        )
     return Tokenizer.from_str(text)

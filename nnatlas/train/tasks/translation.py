@@ -8,7 +8,8 @@ between English and German the same way); byte-level, because then every sentenc
 without an unknown token and decoding the ids gives back the text exactly, so a translation is
 detokenised by decoding it. Its size is the model config's ``vocab_size`` (10,000 for
 ``transformer_small``; ``--model-arg vocab_size=N`` asks for another), and the model is built with
-the size the BPE reached (smaller when the training text runs out of merges). It is saved in the run folder as ``tokenizer.json`` (:meth:`TranslationTask.save`).
+the size the BPE reached (smaller when the training text runs out of merges). It is saved in the
+run folder as ``tokenizer.json`` (:meth:`TranslationTask.save`).
 
 Examples: ``src`` is ``tokens <eos>``, ``tgt`` is ``<bos> tokens <eos>``; a batch pads both to its
 longest sentence with ``<pad>``. The decoder reads ``tgt[:, :-1]`` and is scored on ``tgt[:, 1:]``.
@@ -53,7 +54,7 @@ from nnatlas._io import atomic_write_text
 from nnatlas.train.tasks import subword
 from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
 
-__all__ = ["TranslationTask", "SPECIALS", "bleu_stats", "bleu_from_stats"]
+__all__ = ["SPECIALS", "TranslationTask", "bleu_from_stats", "bleu_stats"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 PAD, BOS, EOS = 0, 1, 2
@@ -62,7 +63,9 @@ TOKENIZER_FILE = "tokenizer.json"
 EXTRA_TOKENS = 50  # decoding stops at the batch's longest source length + 50 (section 6.1)
 SAMPLES = 8  # test sentences in each evaluation's translations file
 DATA_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}  # our split -> Multi30k's file stem
-DECODED_SPLITS = ("test",)  # the splits scored by BLEU; val is scored by teacher-forced loss (it picks best.safetensors)
+DECODED_SPLITS = (
+    "test",
+)  # the splits scored by BLEU; val is scored by teacher-forced loss (it picks best.safetensors)
 BLEU_STATS = 10  # hypothesis length, reference length, 4 matched n-gram counts, 4 total n-gram counts
 
 
@@ -101,17 +104,39 @@ class TranslationTask(Task):
     eval_splits = ("val", "test")
     num_sums = 3 + 2 * BLEU_STATS
     options = {
-        "direction": Option(str, "de-en", "source-target languages of Multi30k",
-                            check=lambda v: v in ("de-en", "en-de"), expect="de-en or en-de"),
-        "label_smoothing": Option(float, 0.1, "label smoothing of the training loss (the paper's 0.1)",
-                                  check=lambda v: 0.0 <= v < 1.0, expect="in [0, 1)"),
-        "beam_size": Option(int, 4, "beam width of the test BLEU's beam search and of nnatlas translate (1: greedy only)",
-                            check=_positive, expect="an integer >= 1"),
-        "length_penalty": Option(float, 0.6, "GNMT length penalty alpha of beam search (the paper's 0.6)",
-                                 check=lambda v: 0.0 <= v < math.inf, expect=">= 0"),
+        "direction": Option(
+            str,
+            "de-en",
+            "source-target languages of Multi30k",
+            check=lambda v: v in ("de-en", "en-de"),
+            expect="de-en or en-de",
+        ),
+        "label_smoothing": Option(
+            float,
+            0.1,
+            "label smoothing of the training loss (the paper's 0.1)",
+            check=lambda v: 0.0 <= v < 1.0,
+            expect="in [0, 1)",
+        ),
+        "beam_size": Option(
+            int,
+            4,
+            "beam width of the test BLEU's beam search and of nnatlas translate (1: greedy only)",
+            check=_positive,
+            expect="an integer >= 1",
+        ),
+        "length_penalty": Option(
+            float,
+            0.6,
+            "GNMT length penalty alpha of beam search (the paper's 0.6)",
+            check=lambda v: 0.0 <= v < math.inf,
+            expect=">= 0",
+        ),
     }
 
-    def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any], tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self, plan: Plan, bundle: Any | None, options: Mapping[str, Any], tokenizer: Tokenizer | None = None
+    ) -> None:
         super().__init__(plan, bundle, options)
         d = plan.details
         self.source, self.target = d["source"], d["target"]
@@ -138,35 +163,51 @@ class TranslationTask(Task):
     # -- fitting and files -----------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         where = f"model {model_name!r} on data set {bundle.name!r}"
         opts = {name: options.get(name, opt.default) for name, opt in cls.options.items()}
         fields = config_fields(model_name)
         check_model_args(model_name, fields, model_args)
         if "vocab_size" not in fields:
-            raise ValueError(f"{where}: the translation task needs a config field vocab_size (one vocabulary shared by source and target)")
+            raise ValueError(
+                f"{where}: the translation task needs a config field vocab_size (one vocabulary shared by source and target)"
+            )
         sentences = bundle.meta.get("sentences")
         if not sentences:
-            raise ValueError(f"{where}: the data set has no raw sentences (meta['sentences']) to train a BPE vocabulary on")
+            raise ValueError(
+                f"{where}: the data set has no raw sentences (meta['sentences']) to train a BPE vocabulary on"
+            )
         source, target = opts["direction"].split("-")
         train = sentences[DATA_SPLITS["train"]]
-        tokenizer = subword.train_bpe(train[source] + train[target], model_args.get("vocab_size", fields["vocab_size"]), SPECIALS)
+        tokenizer = subword.train_bpe(
+            train[source] + train[target], model_args.get("vocab_size", fields["vocab_size"]), SPECIALS
+        )
         overrides = {**model_args, "vocab_size": tokenizer.get_vocab_size()}
         details = {
-            "source": source, "target": target, "tokenizer": TOKENIZER_FILE, "tokenizer_sha256": subword.digest(tokenizer),
+            "source": source,
+            "target": target,
+            "tokenizer": TOKENIZER_FILE,
+            "tokenizer_sha256": subword.digest(tokenizer),
             "vocabulary": "byte-level BPE shared by source and target, trained on the training split",
-            "vocab_size": tokenizer.get_vocab_size(), "specials": list(SPECIALS),
+            "vocab_size": tokenizer.get_vocab_size(),
+            "specials": list(SPECIALS),
         }
         plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides, details=details)
         model = nnatlas.create(model_name, **overrides)
         if not callable(getattr(model, "generate", None)):
-            raise ValueError(f"{where}: the model has no generate(src_ids, max_len, bos_id, eos_id, ...) to decode with")
+            raise ValueError(
+                f"{where}: the model has no generate(src_ids, max_len, bos_id, eos_id, ...) to decode with"
+            )
         task = cls(plan, bundle, options, tokenizer=tokenizer)
         b = task.batch("train", torch.arange(min(2, task.size("train"))), device=torch.device("cpu"))
         out = probe(model, b["src"], b["tgt_in"], b["src_mask"])
         want = (*b["tgt_in"].shape, tokenizer.get_vocab_size())
         if not isinstance(out, Tensor) or tuple(out.shape) != want:
-            raise ValueError(f"{where}: expected logits {want} from model(src_ids, tgt_ids, src_key_padding_mask); got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(
+                f"{where}: expected logits {want} from model(src_ids, tgt_ids, src_key_padding_mask); got {getattr(out, 'shape', type(out).__name__)}"
+            )
         return task, model
 
     def save(self, run_dir: Path) -> list[Path]:
@@ -176,9 +217,16 @@ class TranslationTask(Task):
         self._use(subword.load(Path(run_dir) / self.plan.details["tokenizer"], self.plan.details["tokenizer_sha256"]))
 
     def inference(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "tokenizer": self.plan.details["tokenizer"],
-                "beam_size": self.opts["beam_size"], "length_penalty": self.opts["length_penalty"],
-                "pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "tokenizer": self.plan.details["tokenizer"],
+            "beam_size": self.opts["beam_size"],
+            "length_penalty": self.opts["length_penalty"],
+            "pad_id": PAD,
+            "bos_id": BOS,
+            "eos_id": EOS,
+        }
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -190,13 +238,17 @@ class TranslationTask(Task):
     def _encoded(self, split: str) -> list[list[int]]:
         if split not in self.src:
             self._tokenizer()
-            raise ValueError(f"the translation task has no {split!r} data here (splits: {', '.join(self.src) or 'none, no data set was given'})")
+            raise ValueError(
+                f"the translation task has no {split!r} data here (splits: {', '.join(self.src) or 'none, no data set was given'})"
+            )
         return self.src[split]
 
     def size(self, split: str) -> int:
         return len(self._encoded(split))
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """Sentences ``indices`` of ``split``: ``src`` (B, S) ids, ``src_mask`` (B, S) True at padding,
         ``tgt_in`` (B, T) the decoder's input, ``tgt_out`` (B, T) its targets (IGNORE at padding)."""
         idx = indices.tolist()
@@ -211,8 +263,14 @@ class TranslationTask(Task):
             src_mask[i, : len(s)] = False
             tgt[i, : len(t)] = torch.tensor(t)
             tgt_out[i, : len(t) - 1] = torch.tensor(t[1:])
-        return {"src": src.to(device), "src_mask": src_mask.to(device), "tgt_in": tgt[:, :-1].to(device),
-                "tgt_out": tgt_out.to(device), "split": split, "index": idx}
+        return {
+            "src": src.to(device),
+            "src_mask": src_mask.to(device),
+            "tgt_in": tgt[:, :-1].to(device),
+            "tgt_out": tgt_out.to(device),
+            "split": split,
+            "index": idx,
+        }
 
     def report_input(self, device: torch.device) -> Any:
         b = self.batch("train", torch.arange(min(2, self.size("train"))), device=device)
@@ -222,8 +280,12 @@ class TranslationTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["src"], batch["tgt_in"], batch["src_mask"])  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=IGNORE,
-                               label_smoothing=self.opts["label_smoothing"])
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["tgt_out"].flatten(),
+            ignore_index=IGNORE,
+            label_smoothing=self.opts["label_smoothing"],
+        )
 
     def sums(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["src"], batch["tgt_in"], batch["src_mask"]).float()  # (B, T, V)
@@ -255,19 +317,42 @@ class TranslationTask(Task):
 
     # -- decoding --------------------------------------------------------------------------------
 
-    def decode(self, model: nn.Module, src: Tensor, src_mask: Tensor, *, beam_size: int = 1, length_penalty: float | None = None) -> list[str]:
+    def decode(
+        self,
+        model: nn.Module,
+        src: Tensor,
+        src_mask: Tensor,
+        *,
+        beam_size: int = 1,
+        length_penalty: float | None = None,
+    ) -> list[str]:
         """Translate a batch of encoded sources (B, S) into detokenised sentences (the model in eval mode)."""
         net = _unwrap(model)
         alpha = self.opts["length_penalty"] if length_penalty is None else length_penalty
-        ys = net.generate(src, src.shape[1] + EXTRA_TOKENS, BOS, EOS, beam_size=beam_size, src_key_padding_mask=src_mask,
-                          pad_id=PAD, length_penalty=alpha)  # (B, 1 + L): <bos> tokens <eos> <pad> ...
+        ys = net.generate(
+            src,
+            src.shape[1] + EXTRA_TOKENS,
+            BOS,
+            EOS,
+            beam_size=beam_size,
+            src_key_padding_mask=src_mask,
+            pad_id=PAD,
+            length_penalty=alpha,
+        )  # (B, 1 + L): <bos> tokens <eos> <pad> ...
         ids = []
         for row in ys[:, 1:].tolist():
             ids.append(row[: row.index(EOS)] if EOS in row else row)
         return self._tokenizer().decode_batch(ids, skip_special_tokens=True)
 
-    def translate(self, model: nn.Module, sentences: Sequence[str], *, beam_size: int | None = None,
-                  length_penalty: float | None = None, batch_size: int = 64) -> list[str]:
+    def translate(
+        self,
+        model: nn.Module,
+        sentences: Sequence[str],
+        *,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
         """Raw source sentences -> translations (``beam_size`` default: the run's ``--beam-size``)."""
         tokenizer = self._tokenizer()
         K = self.opts["beam_size"] if beam_size is None else beam_size
@@ -294,7 +379,12 @@ class TranslationTask(Task):
         beam = self.translate(model, self.sources["test"][:n], beam_size=K) if K > 1 else greedy
         lines = [f"# {self.plan.model}, {self.source} -> {self.target}, {tag}: the first {n} test2016 sentences"]
         for i in range(n):
-            lines += ["", f"source:    {self.sources['test'][i]}", f"reference: {self.refs['test'][i]}", f"greedy:    {greedy[i]}"]
+            lines += [
+                "",
+                f"source:    {self.sources['test'][i]}",
+                f"reference: {self.refs['test'][i]}",
+                f"greedy:    {greedy[i]}",
+            ]
             if K > 1:
                 lines.append(f"beam {K}:    {beam[i]}")
         path = Path(folder) / f"translations-{tag}.txt"
