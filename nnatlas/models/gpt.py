@@ -239,11 +239,15 @@ _NOTES = (
 )
 
 
-# nanoGPT's config/train_shakespeare_char.py (AdamW beta2 0.99, weight decay 0.1, clip 1.0, lr 1e-3
-# with 100 warm-up steps and cosine decay to 1e-4), with its README's CPU overrides for gpt_mini.
-_NANOGPT_CPU = Recipe(optimizer="adamw", lr=1e-3, schedule="warmup_cosine", warmup=100, min_lr=1e-4, betas=(0.9, 0.99),
-                      weight_decay=0.1, clip_grad=1.0, batch_size=12, steps=2000, eval_every=500,
-                      source="nanoGPT's README CPU run of train_shakespeare_char (batch 12, context 64, 2,000 iterations)")
+# nanoGPT's config/train_shakespeare_char.py (AdamW beta2 0.99, weight decay 0.1, clip 1.0, 100 warm-up
+# steps, cosine decay to 1e-4) with its README's CPU overrides for gpt_mini, changed in two places that
+# did better in the same wall time run beside nanoGPT's train.py (issue 8): peak lr 2e-3 instead of 1e-3
+# (2,000 steps leave a 0.8M model under-trained: whole-split validation 1.827 against 1.924 at 1e-3), and
+# an evaluation every 1,000 steps instead of 500 (each reads the whole validation split).
+_NANOGPT_CPU = Recipe(optimizer="adamw", lr=2e-3, schedule="warmup_cosine", warmup=100, min_lr=1e-4, betas=(0.9, 0.99),
+                      weight_decay=0.1, clip_grad=1.0, batch_size=12, steps=2000, eval_every=1000,
+                      source="nanoGPT's README CPU run of train_shakespeare_char (batch 12, context 64, 2,000 iterations), "
+                             "peak lr 2e-3 instead of 1e-3")
 _NANOGPT_BABY = Recipe(optimizer="adamw", lr=1e-3, schedule="warmup_cosine", warmup=100, min_lr=1e-4, betas=(0.9, 0.99),
                        weight_decay=0.1, clip_grad=1.0, batch_size=64, steps=5000, eval_every=250,
                        source="nanoGPT's config/train_shakespeare_char.py (batch 64, context 256, 5,000 iterations)")
