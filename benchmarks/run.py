@@ -347,13 +347,13 @@ def case_mamba_scan(env: Env) -> list[Result]:
 
         ta, tb = ab(env, run_scan("parallel"), run_scan("sequential"))
         out.append(_result("mamba", f"{name} forward B 1, L {L}", "chunked scan", "sequential scan", ta, tb,
-                           f"max |logit diff| {err:.1e}"))
+                           f"max abs logit diff {err:.1e}"))
         if hf is not None:
             with torch.no_grad():
                 err = (run_scan("parallel")() - hf(ids).logits).abs().max().item()
             ta, tb = ab(env, run_scan("parallel"), _no_grad(lambda ids=ids: hf(ids).logits))
             out.append(_result("mamba", f"{name} forward B 1, L {L}", "chunked scan",
-                               "transformers MambaForCausalLM (torch path)", ta, tb, f"max |logit diff| {err:.1e}"))
+                               "transformers MambaForCausalLM (torch path)", ta, tb, f"max abs logit diff {err:.1e}"))
     # the scan alone, forward + backward, at mamba-130m's width
     from nnatlas.models.mamba import selective_scan
 
@@ -405,7 +405,7 @@ def case_gcn(env: Env) -> list[Result]:
         err = (ours(x, edge_index) - ref(x, edge_index)).abs().max().item()
         ta, tb = ab(env, lambda: ours(x, edge_index).sum().backward(), lambda: ref(x, edge_index).sum().backward())
         out.append(_result("graph", f"GCNConv(1433, 16) forward+backward, {what}, cached={cached}", "nnatlas",
-                           "PyG", ta, tb, f"max |diff| {err:.1e}"))
+                           "PyG", ta, tb, f"max abs diff {err:.1e}"))
 
     class PyGGCN(nn.Module):  # Kipf & Welling's model as PyG's example writes it
         def __init__(self, cached: bool) -> None:
@@ -462,7 +462,7 @@ def case_bert(env: Env) -> list[Result]:
         err = (ours(ids, mask)[0] - ref(ids, attention_mask=mask).last_hidden_state).abs().max().item()
     ta, tb = ab(env, _no_grad(lambda: ours(ids, mask)), _no_grad(lambda: ref(ids, attention_mask=mask)))
     out.append(_result("bert", f"BERT{'' if env.quick else '-base'} inference (B {B}, T {T})", "nnatlas",
-                       "transformers", ta, tb, f"max |diff| {err:.1e}"))
+                       "transformers", ta, tb, f"max abs diff {err:.1e}"))
     return out
 
 
