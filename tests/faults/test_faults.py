@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from nnatlas.train import checkpoint as ckpt
 
 LONG = os.environ.get("NNATLAS_FAULTS") == "long"
-KILLS = int(os.environ.get("NNATLAS_FAULT_KILLS", "20")) if LONG else 2
+KILLS = int(os.environ.get("NNATLAS_FAULT_KILLS", "20")) if LONG else 1
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ def _kill_until_done(recipe: Recipe, run: Path, kills: int, span: float, rng: ra
     done_kills = 0
     while True:
         proc = _start(recipe, run)
-        aim = done_kills < kills and done_kills % 2 == 1  # every other kill tries to land in a checkpoint write
+        # every other kill tries to land in a checkpoint write (CI's single kill does)
+        aim = done_kills < kills and (done_kills % 2 == 1 or not LONG)
         deadline = time.monotonic() + (rng.uniform(0.3, span) if done_kills < kills else 600)
         hit = False
         while proc.poll() is None and time.monotonic() < deadline:

@@ -29,8 +29,8 @@ from nnatlas.config import _hints
 from nnatlas.errors import ShapeError
 
 MODELS = nnatlas.list_models()
-# Per model and target: a few derandomised examples in CI (56 models x 3 targets), many in the long profile.
-EXAMPLES = int(os.environ.get("NNATLAS_FUZZ_EXAMPLES", "400")) if os.environ.get("NNATLAS_FUZZ") == "long" else 3
+# Per model and target: two derandomised examples in CI (every model, three targets), many in the long profile.
+EXAMPLES = int(os.environ.get("NNATLAS_FUZZ_EXAMPLES", "400")) if os.environ.get("NNATLAS_FUZZ") == "long" else 2
 
 
 @functools.cache
