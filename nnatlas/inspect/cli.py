@@ -50,7 +50,6 @@ def _depth(value: int) -> int | None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-
     inputs = _input(args.name, args.input)
     table = summary(args.name, inputs, depth=_depth(args.depth))
     print(nnatlas.registry.format_card(nnatlas.card(args.name)))
