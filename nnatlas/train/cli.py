@@ -47,9 +47,13 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     Every flag defaults to ``None`` (not given); the trainer refuses one that the model's task
     does not declare (:meth:`TrainConfig.check_task_options`).
     """
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
     for name, (opt, kinds) in all_options().items():
         flag = "--" + name.replace("_", "-")
-        g = p.add_argument_group(f"options of the {', '.join(kinds)} task{'s' if len(kinds) > 1 else ''}")
+        key = tuple(kinds)
+        if key not in groups:  # one heading per set of tasks that share options
+            groups[key] = p.add_argument_group(f"options of the {', '.join(kinds)} task{'s' if len(kinds) > 1 else ''}")
+        g = groups[key]
         if opt.type is bool:
             g.add_argument(flag, dest="task_" + name, action="store_true", default=None, help=opt.help)
             g.add_argument("--no-" + name.replace("_", "-"), dest="task_" + name, action="store_false", help=f"turn {flag} off")
