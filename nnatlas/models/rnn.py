@@ -468,6 +468,11 @@ def time_rnn(**overrides) -> TimeRNN:
 _CHAR_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
                          steps=1000, eval_every=250, clip_grad=1.0,
                          source="nnatlas: Karpathy's char-rnn size (2 x 256) with Adam, windows of 128; 1,000 steps = 4 passes over the text")
+# The LSTM model: the same with dropout 0.25 between the layers and 6,000 steps (24 passes over the text);
+# measured on 2 quiet CPU cores (--threads 2): whole-split validation 1.463 nats/char in 694 s of training.
+_LSTM_LM_RECIPE = Recipe(optimizer="adam", lr=3e-3, schedule="warmup_cosine", warmup=50, min_lr=3e-4, batch_size=32,
+                         steps=6000, eval_every=1500, clip_grad=1.0,
+                         source="nnatlas: char-rnn size (2 x 256), dropout 0.25, Adam; 1.463 nats/char in 12 minutes on 2 cores")
 _NLP_T = 35  # the card's sequence length (PTB's usual BPTT length)
 
 
@@ -507,12 +512,13 @@ def _char_ids(batch_size: int, gen: torch.Generator) -> Tensor:
     card=ModelCard(
         name="lstm_lm", family="rnn", title="LSTM language model", paper=LSTM_PAPER,
         input_shape=(_LM_T,), output_shape=(_LM_T, _CHARS), task="language_model", input_dtype="int",
-        notes=_RECURRENT_LM_NOTES.format(cell="lstm"), default_data="tinyshakespeare", recipe=_CHAR_LM_RECIPE,
+        notes=_RECURRENT_LM_NOTES.format(cell="lstm") + " Dropout 0.25 between the two layers (without it the "
+        "model overfits after ~3,000 steps: 1.490 at 4,000).", default_data="tinyshakespeare", recipe=_LSTM_LM_RECIPE,
     ),
     example_input=_char_ids,
 )  # fmt: skip
 def lstm_lm(**overrides) -> NLPRNN:
-    return NLPRNN(configure(NLPRNNConfig(cell="lstm", vocab_size=_CHARS, tie_weights=False), overrides))
+    return NLPRNN(configure(NLPRNNConfig(cell="lstm", vocab_size=_CHARS, tie_weights=False, dropout=0.25), overrides))
 
 
 @register_model(
