@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +16,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nnatlas.data import load_csv_series
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.forecast import ForecastTask, forecast_metrics, persistence, seasonal_naive
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -125,14 +123,6 @@ def test_recursive_forecast_feeds_forecasts_back(tmp_path: Path) -> None:
     )
 
 
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(
     tmp_path: Path, shared_data: Path
 ) -> None:
@@ -160,20 +150,12 @@ def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
         "--no-progress",
     ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _subprocess_env()
+    env = subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="time_rnn").state["global_step"] < 24
 

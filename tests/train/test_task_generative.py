@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from torch.utils.data import TensorDataset
 from nnatlas.cli import main
 from nnatlas.data import DataBundle
 from nnatlas.models.autoencoder import vae_loss
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.generative import (
     ReconstructionTask,
     VAETask,
@@ -34,6 +31,7 @@ from nnatlas.train.tasks.generative import (
     log_importance_weights,
     psnr,
 )
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -202,13 +200,6 @@ def test_vae_refuses_vectors() -> None:
         VAETask.fit("vae", bundle, {}, {})
 
 
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 @pytest.mark.parametrize("model", ["denoising_ae", "vae"])
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(model: str, tmp_path: Path) -> None:
     """The corruption (denoising AE) and the reparameterisation draw (VAE) come from the trainer's per-step generator."""
@@ -231,20 +222,12 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(model: st
         "--no-progress",
     ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _subprocess_env()
+    env = subprocess_env()
     # the uninterrupted reference runs in this process (one thread, as the subprocesses): one interpreter start fewer
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     state = load_checkpoint(killed, model_name=model).state
     assert 0 < state["step_in_epoch"] < 20 and state["epoch"] == 0  # killed mid-epoch

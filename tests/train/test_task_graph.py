@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +19,10 @@ import nnatlas
 from nnatlas import data
 from nnatlas.cli import main
 from nnatlas.train import TrainConfig, train
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks import task_class
 from nnatlas.train.tasks.graph import IGNORE_INDEX, NodeClassificationTask
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -157,31 +155,16 @@ def test_seeds_must_be_positive(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert "--seeds must be an integer >= 1; got 0" in capsys.readouterr().err
 
 
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_gcn_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     """Dropout masks of every full-graph step come from the per-step seed: SIGKILL after a checkpoint, --resume, same bits."""
     args = ["train", "gcn", "--epochs", "60", "--patience", "100", "--seed", "2", "--no-report", "--no-progress"]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _subprocess_env()
+    env = subprocess_env()
     # the uninterrupted reference runs in this process (one thread, as the subprocesses): one interpreter start fewer
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="gcn").state["global_step"] < 60
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,9 @@ from nnatlas.data.bundle import DataBundle
 from nnatlas.data.text import CharBlocks
 from nnatlas.models.generation import generate
 from nnatlas.train import TrainConfig, train
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.language import LanguageModelTask, eval_windows
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 VOCAB = list("\n abcdefgh")
 # gpt_mini at a size whose steps take milliseconds (the task does not care about the size).
@@ -57,12 +55,6 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     rc = main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -226,20 +218,12 @@ def test_lm_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_
     args = ["train", "gpt_mini", *GPT_TINY, "--model-arg", "dropout=0.2", "--data-dir", str(shared_data), "--steps", "12",
             "--eval-every", "6", "--limit-test", "8", "--batch-size", "4", "--checkpoint-every", "3", "--seed", "3", "--no-report", "--no-progress"]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _env()
+    env = subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="gpt_mini").state["global_step"] < 12
 
@@ -262,7 +246,7 @@ def test_two_process_gloo_run_trains_an_lm_epoch_with_identical_weights(tmp_path
     worker = Path(__file__).with_name("ddp_lm_worker.py")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path), str(shared_data)],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0, w1 = load_file(tmp_path / "weights-rank0.safetensors"), load_file(tmp_path / "weights-rank1.safetensors")

@@ -4,11 +4,8 @@ last letter, row-by-row images, and a SIGKILLed run resumed bitwise."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,9 @@ from torch.utils.data import TensorDataset
 
 import nnatlas
 from nnatlas.data import DataBundle, load
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.sequence import SequenceClassificationTask, confusion_metrics
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -115,14 +113,6 @@ def test_images_are_read_row_by_row() -> None:
     assert net(batch["x"]).shape == (3, 10)
 
 
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     """lstm on digits (row by row), dropout between layers: SIGKILL after a mid-run checkpoint, --resume, same bits."""
     args = [
@@ -148,20 +138,12 @@ def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
         "--no-progress",
     ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _subprocess_env()
+    env = subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="lstm").state["global_step"] < 24
 

@@ -4,11 +4,8 @@ detokenisation, batches and masks, option checks, a SIGKILLed run resumed bitwis
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from torch.utils.data import TensorDataset
 import nnatlas
 from nnatlas.cli import main
 from nnatlas.data.bundle import DataBundle
-from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks import subword
 from nnatlas.train.tasks.translation import (
     BOS,
@@ -33,6 +30,7 @@ from nnatlas.train.tasks.translation import (
     bleu_from_stats,
     bleu_stats,
 )
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 # A tiny parallel corpus (German -> English), with casing, punctuation, umlauts and a hyphen.
 DE = [
@@ -173,12 +171,7 @@ def test_options_and_model_args_are_checked() -> None:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    return env
+    return {**subprocess_env(), "TOKENIZERS_PARALLELISM": "false"}
 
 
 def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates(
@@ -220,14 +213,7 @@ def test_run_killed_and_resumed_equals_uninterrupted_run_bitwise_then_translates
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(cmd, killed, _env())
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="transformer_tiny").state["global_step"] < 16
     resumed = subprocess.run(

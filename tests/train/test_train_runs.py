@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from safetensors.torch import load_file
 from nnatlas.cli import main
 from nnatlas.train import TrainConfig, train
 from nnatlas.train.checkpoint import MANIFEST, load_checkpoint
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 TINY = ["--epochs", "2", "--limit-train", "64", "--limit-test", "40", "--batch-size", "16", "--no-progress"]
 
@@ -93,14 +91,6 @@ def test_tiny_run_writes_every_file_and_eval_recomputes_final(tmp_path: Path, ca
     assert json.loads((run / "final.json").read_text())["test_acc"] == final["test_acc"]
 
 
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"  # as tests/train/conftest.py does in-process
-    return env
-
-
 def test_run_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     """SIGKILL right after a mid-epoch checkpoint (--checkpoint-every), then --resume: same weights, bit for bit."""
     # mlp with dropout: the masks come from the global torch generator, the order from the seeded shuffle.
@@ -108,20 +98,12 @@ def test_run_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(tmp_p
     args = ["train", "mlp", "--model-arg", "dropout=0.3", "--epochs", "2", "--limit-train", "960", "--limit-test", "40",
             "--batch-size", "16", "--checkpoint-every", "4", "--seed", "3", "--no-report", "--no-progress"]
     cmd = [sys.executable, "-m", "nnatlas", *args]
-    env = _subprocess_env()
+    env = subprocess_env()
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (killed / MANIFEST).exists():
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     state = load_checkpoint(killed, model_name="mlp").state
     assert 0 < state["step_in_epoch"] < 60 and state["epoch"] == 0  # killed mid-epoch
