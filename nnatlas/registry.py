@@ -98,6 +98,9 @@ class Recipe:
     eval_every: int | None = None
     clip_grad: float | None = None
     patience: int | None = None  # early stopping: evaluations without improvement of the task's best metric
+    # how patience counts: "best" (no evaluation improved on the best for `patience` evaluations) or "window"
+    # (Kipf & Welling's code: the latest is worse than the mean of the `patience` evaluations before it)
+    stop_rule: str | None = None
     source: str = ""
 
     def __post_init__(self) -> None:

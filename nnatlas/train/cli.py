@@ -193,7 +193,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     g.add_argument("--weight-decay", type=float, default=None, help="(default 0, 0.01 for adamw)")
     g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d['momentum']})")
     g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
-    g.add_argument("--patience", type=int, default=None, metavar="EPOCHS", help="stop when the test metric has not improved for this many epochs")
+    g.add_argument("--patience", type=int, default=None, metavar="EVALS",
+                   help="early stopping: stop when the task's best metric has not improved for this many evaluations")
+    g.add_argument("--stop-rule", choices=("best", "window"), default=None,
+                   help="how --patience counts: best (default) or window (worse than the mean of the PATIENCE evaluations before: Kipf & Welling's code)")
     g.add_argument("--seed", type=int, default=None, help="(default 0)")
     g.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="train N runs, seeds SEED..SEED+N-1, into OUT/seed-K; OUT/seeds.json gets each final, the mean and std")

@@ -66,11 +66,13 @@ AMP = ("off", "auto", "bf16", "fp16")
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
 # What a run uses where neither the command line nor the card's recipe says (nnatlas.registry.Recipe's fields).
-DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 100}
+DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 100,
+                            "stop_rule": "best"}
+STOP_RULES = ("best", "window")  # how --patience counts (see Trainer._stop_due)
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name != "source")
 CURVES_EVERY_S = 10.0  # curves.png is redrawn at most this often during a run, and once at its end
 # Options that may differ when a run is resumed; every other one must equal the saved run's.
-RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience"})
+RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience", "stop_rule"})
 
 
 class DivergedError(ValueError):
@@ -108,6 +110,7 @@ class TrainConfig:
     amp: str = "off"
     compile: bool = False
     patience: int | None = None
+    stop_rule: str | None = None  # None: the card's recipe, else "best"
     checkpoint_every: int = 0  # steps between extra checkpoints; 0: at each evaluation only
     limit_train: int | None = None
     limit_test: int | None = None
@@ -139,6 +142,8 @@ class TrainConfig:
             filled["momentum"] = None
         if optimizer == "sgd" and "betas" in filled:
             filled["betas"] = None
+        if (self.patience if self.patience is not None else filled.get("patience")) is None and "stop_rule" in filled:
+            filled["stop_rule"] = None  # read only with early stopping
         if schedule not in WARMUP_SCHEDULES:
             for name in ("warmup", "min_lr"):
                 if name in filled:
@@ -171,6 +176,7 @@ class TrainConfig:
         need(self.momentum is None or 0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}")
         need(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be > 0; got {self.clip_grad}")
         need(self.patience is None or self.patience >= 1, f"--patience must be >= 1; got {self.patience}")
+        need(self.stop_rule is None or self.stop_rule in STOP_RULES, f"--stop-rule must be one of {', '.join(STOP_RULES)}; got {self.stop_rule!r}")
         need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 steps; got {self.checkpoint_every}")
         need(self.limit_train is None or self.limit_train >= 1, f"--limit-train must be >= 1; got {self.limit_train}")
         need(self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1; got {self.limit_test}")
@@ -815,7 +821,26 @@ class _Run:
             else:
                 log.info("step %d/%d (epoch %.2f)  %s", self.global_step, self.total_steps, row["epoch"], _fmt(row))
         self._save()
-        return cfg.patience is not None and self.bad_evals >= cfg.patience
+        return self._stop_due()
+
+    def _stop_due(self) -> bool:
+        """Early stopping: ``patience`` evaluations counted by ``stop_rule``.
+
+        ``best``: none of the last ``patience`` evaluations improved on the best value of the task's metric.
+        ``window``: the latest value is worse than the mean of the ``patience`` values before it, once more than
+        ``patience + 1`` evaluations exist (Kipf & Welling's GCN code: ``epoch > early_stopping and cost_val[-1] >
+        np.mean(cost_val[-(early_stopping + 1):-1])``).
+        """
+        cfg = self.cfg
+        if cfg.patience is None:
+            return False
+        if cfg.stop_rule != "window":
+            return self.bad_evals >= cfg.patience
+        values = [row[self.task.best] for row in self.history]
+        if len(values) <= cfg.patience + 1:
+            return False
+        window = values[-cfg.patience - 1:-1]
+        return self.task.improved(sum(window) / len(window), values[-1])
 
     def _eval_due(self, end_of_epoch: bool) -> bool:
         cfg = self.cfg
@@ -836,7 +861,7 @@ class _Run:
     def _run(self) -> TrainResult:
         self._setup()
         cfg, ctx = self.cfg, self.ctx
-        stopped_early = self.resume_from is not None and cfg.patience is not None and self.bad_evals >= cfg.patience
+        stopped_early = self.resume_from is not None and self._stop_due()
         done = self.global_step >= self.total_steps or stopped_early
         bar = None
         if self.progress and not done:
@@ -884,7 +909,10 @@ class _Run:
             if bar is not None:
                 bar.close()
         if stopped_early and ctx.is_main:
-            log.info("early stopping: %s has not improved for %d evaluations (best %.4f at evaluation %d)", self.task.best, self.bad_evals, self.best_value, self.best_epoch)
+            if cfg.stop_rule == "window":
+                log.info("early stopping: %s is worse than the mean of the %d evaluations before it (best %.4f at evaluation %d)", self.task.best, cfg.patience, self.best_value, self.best_epoch)
+            else:
+                log.info("early stopping: %s has not improved for %d evaluations (best %.4f at evaluation %d)", self.task.best, self.bad_evals, self.best_value, self.best_epoch)
 
         ctx.check_in_sync(self.model)
         last = self.history[-1] if self.history else {}

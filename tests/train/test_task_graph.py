@@ -97,6 +97,7 @@ def test_weight_decay_is_on_the_first_layer_only() -> None:
 def test_gcn_recipe_is_kipf_and_wellings() -> None:
     r = nnatlas.card("gcn").training
     assert (r.optimizer, r.lr, r.weight_decay, r.epochs, r.patience, r.batch_size) == ("adam", 0.01, 5e-4, 200, 10, 1)
+    assert r.stop_rule == "window"  # their code's rule (train.py), which gave the published figures
     assert nnatlas.card("gcn").data == "karate" and task_class("node_classification").best == "val_loss"
 
 
@@ -109,6 +110,29 @@ def test_karate_trains_with_the_default_recipe(model: str, tmp_path: Path) -> No
     assert final["test_acc"] >= 0.75, final  # 24 test members, two labelled leaders; chance is 0.5
     cfg = json.loads((result.run_dir / "config.json").read_text())["config"]
     assert cfg["patience"] == 10 and cfg["weight_decay"] == 5e-4 and cfg["lr"] == 0.01
+
+
+def _first_stop(values: list[float], patience: int, rule: str) -> int | None:
+    """The 1-based evaluation at which a rule stops a run whose val losses are ``values`` (None: never)."""
+    best, bad = math.inf, 0
+    for i, v in enumerate(values):
+        if rule == "best":
+            best, bad = (v, 0) if v < best else (best, bad + 1)
+            if bad >= patience:
+                return i + 1
+        elif i > patience and v > sum(values[i - patience:i]) / patience:  # Kipf's `epoch > early_stopping and ...`
+            return i + 1
+    return None
+
+
+@pytest.mark.parametrize("rule", ["best", "window"])
+def test_stop_rules_end_the_run_where_they_say(rule: str, tmp_path: Path) -> None:
+    """lr 0.05 without decay overfits karate fast, so both rules fire well before 200 epochs."""
+    cfg = TrainConfig(model="gcn", out=str(tmp_path / rule), report=False, lr=0.05, weight_decay=0.0, patience=3, stop_rule=rule)
+    result = train(cfg, progress=False)
+    losses = [row["val_loss"] for row in result.history]
+    assert result.final["stopped_early"] and len(losses) < 200
+    assert _first_stop(losses, 3, rule) == len(losses)
 
 
 def test_seeds_trains_each_seed_into_its_folder_and_writes_mean_and_std(
