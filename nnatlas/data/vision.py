@@ -289,12 +289,12 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
-@register_dataset("isbi2012-em", summary="ISBI 2012 EM membrane segmentation, 30 slices 512x512", task="segmentation")
+@register_dataset("isbi2012", summary="ISBI 2012 EM membrane segmentation, 30 slices 512x512 (folder isbi2012-em/)", task="segmentation")
 def _isbi2012(ctx: LoadContext, *, test_slices: int = 5) -> DataBundle:
     """30 slices; the last ``test_slices`` (default 5: slices 25..29) are held out as the test split."""
     if not 1 <= test_slices <= 29:
-        raise DataError(f"isbi2012-em: test_slices must be in 1..29; got {test_slices}")
-    paths = ctx.files("isbi2012-em", "isbi2012-em", ISBI_FILES)
+        raise DataError(f"isbi2012: test_slices must be in 1..29; got {test_slices}")
+    paths = ctx.files("isbi2012", "isbi2012-em", ISBI_FILES)
     images = np.stack([_read_png(paths[f"train/image/{i}.png"]) for i in range(30)])
     labels = np.stack([_read_png(paths[f"train/label/{i}.png"]) for i in range(30)])
     # labels are {0, 255} with interpolation-free exports; threshold at 128 keeps any stray grey honest
@@ -302,10 +302,10 @@ def _isbi2012(ctx: LoadContext, *, test_slices: int = 5) -> DataBundle:
     x = as_float_images(torch.from_numpy(images))  # (30, 1, 512, 512)
     n = 30 - test_slices
     return DataBundle(
-        name="isbi2012-em", task="segmentation",
+        name="isbi2012", task="segmentation",
         train=TensorDataset(x[:n], masks[:n]), test=TensorDataset(x[n:], masks[n:]),
         num_classes=2, input_shape=(1, 512, 512),
-        meta={"classes": ["membrane", "cell"], "split": f"slices 0..{n - 1} train, {n}..29 test (the challenge's "
+        meta={"classes": ["membrane", "cell"], "foreground": 0, "split": f"slices 0..{n - 1} train, {n}..29 test (the challenge's "
               "test labels are private)", "source": "http://brainiac2.mit.edu/isbi_challenge/ (PNG slices from "
               "github.com/zhixuhao/unet)", "licence": "no formal licence; cite Cardona et al. 2010",
               "membrane_fraction": float(1.0 - masks.float().mean())},

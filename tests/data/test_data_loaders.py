@@ -86,15 +86,15 @@ def test_fashion_mnist_offline_names_both_missing_image_files(shared_data):
     assert str(shared_data / "fashion-mnist") in message
 
 
-def test_isbi2012_em(shared_data):
-    b = load("isbi2012-em", data_dir=shared_data, download=False)
+def test_isbi2012(shared_data):
+    b = load("isbi2012", data_dir=shared_data, download=False)
     assert (len(b.train), len(b.test)) == (25, 5)
     assert (b.task, b.num_classes, b.input_shape) == ("segmentation", 2, (1, 512, 512))
     x, y = b.test[4]
     assert x.shape == (1, 512, 512) and x.dtype == torch.float32 and y.shape == (512, 512) and y.dtype == torch.int64
     assert set(torch.cat([b.train.tensors[1], b.test.tensors[1]]).unique().tolist()) == {0, 1}
     assert b.meta["membrane_fraction"] == pytest.approx(0.220, abs=0.005)  # MANIFEST: 22.0 %
-    other = load("isbi2012-em", data_dir=shared_data, download=False, test_slices=10)
+    other = load("isbi2012", data_dir=shared_data, download=False, test_slices=10)
     assert (len(other.train), len(other.test)) == (20, 10)
 
 

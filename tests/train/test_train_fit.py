@@ -14,7 +14,7 @@ from nnatlas.cli import main
     [
         ("lenet", "cora", "model 'lenet' (classification) cannot train on data set 'cora' (node_classification); data sets that fit: "),
         ("linear_regression", "mnist", "model 'linear_regression' (regression) cannot train on data set 'mnist' (classification); data sets that fit: diabetes"),
-        ("unet", "cifar10", "model 'unet' (segmentation) cannot train on data set 'cifar10' (classification); data sets that fit: isbi2012-em"),
+        ("unet", "cifar10", "model 'unet' (segmentation) cannot train on data set 'cifar10' (classification); data sets that fit: isbi2012"),
     ],
 )
 def test_mismatch_is_refused_before_any_download(

@@ -1,4 +1,4 @@
-"""Tasks on images and feature vectors: classification, binary, regression, segmentation.
+"""Tasks on images and feature vectors: classification, binary, regression (segmentation: ``segmentation.py``).
 
 :meth:`ImageTask.fit` looks at the model's card and config and at the data set and decides how
 the two fit (the plan's ``details``):
@@ -20,9 +20,6 @@ Metrics (float64 sums, combined across ranks with one ``all_reduce``):
 - ``binary``: one logit per example, BCE with logits; ``loss``, ``acc``.
 - ``regression``: MSE on the standardised target; ``loss``, ``mse`` and ``r2`` in the
   target's own units (R² = 1 - SSE / SST).
-- ``segmentation``: per-pixel cross entropy; ``loss``, ``pixel_acc``, ``miou`` (mean over
-  classes of intersection / union). Models whose output is smaller than the input (U-Net
-  2015's unpadded convolutions) are scored on the centre crop of the mask.
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 import nnatlas
 from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, first, probe, register_task
 
-__all__ = ["ImagePlan", "ImageTask", "ClassificationTask", "BinaryTask", "RegressionTask", "SegmentationTask", "gather", "SMALL_SIZES"]
+__all__ = ["ImagePlan", "ImageTask", "ClassificationTask", "BinaryTask", "RegressionTask", "gather", "SMALL_SIZES"]
 
 SMALL_SIZES = (32, 64, 96, 128, 160, 192, 224)  # tried in order for models that accept several sizes
 NORM_SAMPLES = 4096  # normalisation statistics come from the first examples of the training split
@@ -122,16 +119,9 @@ class ImagePlan:
         return x
 
     def targets(self, y: Tensor) -> Tensor:
-        """Data-set targets -> what the task's loss takes (masks resized with the images)."""
+        """Data-set targets -> what the task's loss takes."""
         if self.task == "regression":
             return (y.float().reshape(-1) - self.target_mean) / self.target_std
-        if self.task == "segmentation":
-            m = y.long()
-            if m.dim() == 4:  # (B, 1, H, W)
-                m = m[:, 0]
-            if self.size is not None and tuple(m.shape[-2:]) != self.size:
-                m = F.interpolate(m[:, None].float(), size=self.size, mode="nearest")[:, 0].long()  # (B, H', W')
-            return m
         return y.long().reshape(-1)
 
 
@@ -221,11 +211,11 @@ class ImageTask(Task):
 
         # The task, and the output width it needs.
         task = cls.kind
-        num_classes = bundle.num_classes if bundle.task in ("classification", "binary", "segmentation") else None
+        num_classes = bundle.num_classes if bundle.task in ("classification", "binary") else None
         if task == "classification" and bundle.task == "binary":
             num_classes = 2  # a softmax classifier on a two-class set
         class_field = "num_classes" if "num_classes" in fields else ("out_features" if "out_features" in fields else None)
-        if task in ("classification", "segmentation"):
+        if task == "classification":
             if num_classes is None:
                 raise ValueError(f"{where}: the data set has no num_classes")
             if class_field is not None:
@@ -290,7 +280,7 @@ class ImageTask(Task):
                 ov["image_size"] = s[0]
             shift = _augment_shift(s) if augment and kind == "image" and task == "classification" else 0
             image = ImagePlan(task=task, kind=kind, size=s, repeat=repeat, mean=mean, std=std, target_mean=target_mean, target_std=target_std,
-                              num_classes=num_classes if task in ("classification", "segmentation") else None, augment=shift)
+                              num_classes=num_classes if task == "classification" else None, augment=shift)
             return Plan(model=model_name, data=bundle.name, task=task, overrides=ov, details=image.details())
 
         xb, yb = x0[:2], y0[:2]
@@ -432,61 +422,3 @@ class RegressionTask(ImageTask):
         if not (out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1)):
             raise ValueError(f"{where}: expected one prediction per example, (B,) or (B, 1); the model gives {tuple(out.shape)}")
 
-
-def _center_crop(mask: Tensor, size: Sequence[int]) -> Tensor:
-    H, W = mask.shape[-2:]
-    h, w = size
-    top, left = (H - h) // 2, (W - w) // 2
-    return mask[..., top : top + h, left : left + w]
-
-
-@register_task
-class SegmentationTask(ImageTask):
-    kind, best, mode = "segmentation", "test_miou", "max"
-    options = {"image_size": IMAGE_OPTIONS["image_size"]}
-    data_kinds = ("segmentation",)
-
-    def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:
-        super().__init__(plan, bundle, options)
-        self.num_classes = int(self.image.num_classes or 0)
-        self.num_sums = 3 + 2 * self.num_classes
-
-    @staticmethod
-    def _fit(output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
-        logits = first(output).float()
-        if tuple(target.shape[-2:]) != tuple(logits.shape[-2:]):
-            target = _center_crop(target, logits.shape[-2:])
-        return logits, target
-
-    def criterion(self, output: Any, target: Tensor, model: nn.Module) -> Tensor:
-        logits, target = self._fit(output, target)
-        return F.cross_entropy(logits, target)
-
-    def output_sums(self, output: Any, target: Tensor) -> Tensor:
-        logits, target = self._fit(output, target)
-        K = self.num_classes
-        loss = F.cross_entropy(logits, target, reduction="sum").double()
-        pred = logits.argmax(1)
-        correct = (pred == target).sum().double()
-        classes = torch.arange(K, device=logits.device).view(K, 1)
-        p = pred.reshape(1, -1) == classes  # (K, N)
-        t = target.reshape(1, -1) == classes
-        inter = (p & t).sum(1).double()
-        union = (p | t).sum(1).double()
-        return torch.cat([torch.stack([loss, correct, _ones(target)]), inter, union])
-
-    def metrics(self, sums: Tensor) -> dict[str, float]:
-        s = sums.tolist()
-        loss, correct, n = s[:3]
-        K = self.num_classes
-        inter, union = s[3 : 3 + K], s[3 + K :]
-        ious = [i / u for i, u in zip(inter, union) if u > 0]
-        return {"loss": loss / n, "pixel_acc": correct / n, "miou": sum(ious) / len(ious) if ious else math.nan}
-
-    @classmethod
-    def check_output(cls, output: Any, target: Tensor, num_classes: int | None, where: str) -> None:
-        out = first(output)
-        if out.dim() != 4 or out.shape[1] != num_classes:
-            raise ValueError(f"{where}: expected per-pixel logits (B, {num_classes}, H, W); the model gives {tuple(out.shape)}")
-        if out.shape[-2] > target.shape[-2] or out.shape[-1] > target.shape[-1]:
-            raise ValueError(f"{where}: the model's output {tuple(out.shape[-2:])} is larger than the mask {tuple(target.shape[-2:])}")
