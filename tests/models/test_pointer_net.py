@@ -106,3 +106,61 @@ def test_a_short_training_run_learns_to_sort() -> None:
     exact = (greedy == test_y).all(dim=1).float().mean().item()
     assert after < 0.5 * before, (before, after)  # held-out loss (log 5! ~ 4.8 per sequence at chance)
     assert exact > 0.2, exact  # chance for an exact permutation of 5 is 1/120
+
+
+@pytest.mark.parametrize("output", ["permutation", "cycle"])
+def test_beam_width_one_is_greedy_and_wider_beams_score_at_least_as_high(output: str) -> None:
+    torch.manual_seed(1)
+    model = nnatlas.create("pointer_net", hidden_size=16, output=output).eval()
+    x = torch.rand(16, 6, 2)
+    lengths = torch.tensor([6, 5, 4, 6, 3, 6, 6, 5, 6, 6, 4, 6, 6, 6, 5, 6])
+    with torch.no_grad():
+        log_probs, greedy = model(x, lengths)
+        one, one_score = model.beam_search(x, lengths, beam_size=1)
+        wide, wide_score = model.beam_search(x, lengths, beam_size=4)
+    assert torch.equal(one, greedy)
+    picked = log_probs.gather(2, greedy.clamp(min=0).unsqueeze(-1)).squeeze(-1).masked_fill(greedy < 0, 0.0)
+    torch.testing.assert_close(one_score, picked.sum(1))  # a beam's score is its summed log-probability
+    assert (wide_score >= one_score - 1e-5).all()  # fp32 sums
+    with torch.no_grad():  # the wide beam's score is the model's log-probability of its sequence
+        forced, _ = model(x, lengths, targets=wide)
+    rescored = forced.gather(2, wide.clamp(min=0).unsqueeze(-1)).squeeze(-1).masked_fill(wide < 0, 0.0).sum(1)
+    torch.testing.assert_close(rescored, wide_score, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("output", ["permutation", "cycle"])
+def test_masking_never_repeats_a_position(output: str) -> None:
+    torch.manual_seed(2)
+    x = torch.rand(32, 7, 2)
+    for mask in (True, False):
+        model = nnatlas.create("pointer_net", hidden_size=16, output=output, mask_chosen=mask).eval()
+        with torch.no_grad():
+            outputs = [model(x)[1], model.beam_search(x, beam_size=3)[0]]
+        repeats = 0
+        for idx in outputs:
+            assert idx.shape == (32, 7 if output == "permutation" else 8)
+            for row in idx.tolist():
+                seq = [i for i in row if i >= 0]
+                body = seq[:-1] if output == "cycle" and len(seq) > 3 and seq[-1] == seq[0] else seq
+                repeats += len(set(body)) != len(body)
+                if mask:
+                    assert len(set(body)) == len(body), row
+                    if output == "cycle":  # closed: distinct positions (three or more), then the first again
+                        assert len(seq) >= 4 and seq[-1] == seq[0] and row[len(seq):] == [-1] * (8 - len(seq)), row
+                    else:
+                        assert sorted(seq) == list(range(7)), row
+        if not mask:
+            assert repeats > 0  # the unconstrained decoder of an untrained model repeats itself
+
+
+def test_cycle_targets_teacher_force_and_bad_ones_raise() -> None:
+    model = nnatlas.create("pointer_net", hidden_size=16, output="cycle")
+    targets = torch.tensor([[0, 1, 3, 0, -1, -1], [2, 0, 1, 4, 2, -100]])
+    log_probs, idx = model(torch.rand(2, 5, 2), targets=targets)
+    assert log_probs.shape == (2, 6, 5)
+    torch.testing.assert_close(idx, targets.clamp(min=-1))
+    assert (log_probs[0, 3, 0] > MASKED / 2) and (log_probs[0, 2, 0] <= MASKED / 2)  # the first closes after three
+    assert (log_probs[0, 4:] == 0).all()  # finished: no distribution
+    for bad in ([0, 1, 0, -1, -1, -1], [0, 1, 1, 2, 0, -1], [0, 1, 2, 3, -1, -1], [0, 1, 2, 0, -1, 3]):
+        with pytest.raises(ValueError):
+            model(torch.rand(1, 5, 2), targets=torch.tensor([bad]))
