@@ -24,7 +24,7 @@ from nnatlas.data import (
 
 EXPECTED = {"digits", "iris", "breast-cancer", "diabetes", "mnist-5k", "mnist", "fashion-mnist", "kmnist", "cifar10",
             "cora", "citeseer", "pubmed", "tinyshakespeare", "multi30k", "isbi2012", "convex-hull-5", "tsp-10",
-            "sunspots", "co2", "names", "karate"}
+            "sunspots", "co2", "names", "karate", "sort-10"}
 
 
 def test_registry_lists_every_data_set():
