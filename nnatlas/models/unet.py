@@ -46,7 +46,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn import BatchNorm2d
-from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
+from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
 __all__ = ["UNetConfig", "DoubleConv", "Down", "Up", "OutConv", "UNet", "valid_unpadded_sizes"]
 
@@ -237,6 +237,10 @@ class UNet(nn.Module):
         output_shape=(2, 64, 64),
         task="segmentation",
         published_params=31_037_698,
+        recipe=Recipe(optimizer="adam", lr=2e-3, schedule="onecycle", batch_size=4, steps=1500, eval_every=250,
+                      source="nnatlas, measured on 2 CPU cores: Adam with 1cycle on random 256x256 tiles (turns, flips) of "
+                      "the 25 training slices, 1,500 steps (240 passes over the slices in tiles); the README's figure "
+                      "adds --model-arg base_channels=16 (1.9M parameters: 0.6 s a step on one core, 31M at 64)"),
         seed=Seed("003_979c5363c5233b21.txt", "Unet"),
         notes=(
             "Seed 003's code is milesial/Pytorch-UNet: DoubleConv (conv3x3 p1 - BN - ReLU, twice), 4 x Down (maxpool "
