@@ -97,6 +97,7 @@ class Recipe:
     steps: int | None = None
     eval_every: int | None = None
     clip_grad: float | None = None
+    ema: float | None = None  # decay of the weights' exponential moving average (evaluated and saved)
     patience: int | None = None  # early stopping: evaluations without improvement of the task's best metric
     # how patience counts: "best" (no evaluation improved on the best for `patience` evaluations) or "window"
     # (Kipf & Welling's code: the latest is worse than the mean of the `patience` evaluations before it)

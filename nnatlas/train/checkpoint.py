@@ -488,9 +488,9 @@ def load_checkpoint(run_dir: Path, *, model_name: str) -> Checkpoint:
     return Checkpoint(tensors=tensors, state=state, path=run_dir / manifest["state"])
 
 
-def load_model_state(ckpt: Checkpoint, model: torch.nn.Module, what: str) -> None:
-    """Load the ``model.*`` tensors of ``ckpt`` into ``model`` after checking that they fit."""
-    state = ckpt.subset("model")
+def load_model_state(ckpt: Checkpoint, model: torch.nn.Module, what: str, *, prefix: str = "model") -> None:
+    """Load the ``model.*`` tensors (``prefix.*``: ``ema`` for the moving average) of ``ckpt`` into ``model`` after checking that they fit."""
+    state = ckpt.subset(prefix)
     _check_state_fits(model, state, what)
     model.load_state_dict(state, strict=True)
 

@@ -193,6 +193,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     g.add_argument("--weight-decay", type=float, default=None, help="(default 0, 0.01 for adamw)")
     g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default {d['momentum']})")
     g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights (e.g. 0.999)")
     g.add_argument("--patience", type=int, default=None, metavar="EVALS",
                    help="early stopping: stop when the task's best metric has not improved for this many evaluations")
     g.add_argument("--stop-rule", choices=("best", "window"), default=None,

@@ -30,6 +30,7 @@ that draws from them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -104,6 +105,7 @@ class TrainConfig:
     weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
     momentum: float | None = None  # SGD only
     clip_grad: float | None = None
+    ema: float | None = None  # decay of an exponential moving average of the weights (None: none); see _Run._update_ema
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
@@ -175,6 +177,7 @@ class TrainConfig:
         need(self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0; got {self.weight_decay}")
         need(self.momentum is None or 0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}")
         need(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be > 0; got {self.clip_grad}")
+        need(self.ema is None or 0 < self.ema < 1, f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
         need(self.patience is None or self.patience >= 1, f"--patience must be >= 1; got {self.patience}")
         need(self.stop_rule is None or self.stop_rule in STOP_RULES, f"--stop-rule must be one of {', '.join(STOP_RULES)}; got {self.stop_rule!r}")
         need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 steps; got {self.checkpoint_every}")
@@ -582,6 +585,8 @@ class _Run:
         self.task, model = self.task_cls.fit(cfg.model, bundle, cfg.task_options, cfg.model_args)
         self.plan = self.task.plan
         self.model = model.to(self.device)
+        # --ema: a shadow copy that evaluation, artefacts and the saved weights use (checkpointed as ema.*)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.ema else None
         self.n_train = min(self.task.size("train"), cfg.limit_train or math.inf)  # type: ignore[type-var]
         self.steps_per_epoch = len(_batches(torch.empty(-(-self.n_train // ctx.world_size)), cfg.batch_size))
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
@@ -668,6 +673,8 @@ class _Run:
         if not self.ctx.is_main:
             return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         opt_tensors, opt_plain = ckpt.optimizer_to_parts(self.opt)
         tensors.update(opt_tensors)
         rng_tensors, rng_plain = _rng_state()
@@ -705,6 +712,8 @@ class _Run:
         ckpt.check_run_state(c.state, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, what=str(c.path))
         ckpt.check_rng_tensors(c.tensors, str(c.path))
         ckpt.load_model_state(c, self.model, str(c.path))
+        if self.ema is not None:
+            ckpt.load_model_state(c, self.ema, str(c.path), prefix="ema")
         ckpt.check_optimizer_fits(self.opt, c.subset("optim"), c.state["optimizer"], str(c.path))
         try:
             ckpt.optimizer_from_parts(self.opt, c.subset("optim"), c.state["optimizer"])
@@ -742,7 +751,7 @@ class _Run:
         self.model.eval()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            written = self.task.artefacts(self.model, folder, tag)
+            written = self.task.artefacts(self.eval_model, folder, tag)
         except Exception as err:  # noqa: BLE001  (an artefact never costs a run)
             log.warning("artefacts at %s: %s: %s", tag, type(err).__name__, err)
             return
@@ -785,7 +794,26 @@ class _Run:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
+        if self.ema is not None:
+            self._update_ema()
         return v
+
+    def _update_ema(self) -> None:
+        """shadow <- d shadow + (1 - d) weights with d = min(--ema, (1 + n) / (10 + n)) after n updates: TensorFlow's
+        ExponentialMovingAverage with num_updates, so a short run's average does not keep the initial weights.
+        Integer buffers (BatchNorm's counter) are copied."""
+        d = min(self.cfg.ema, (1 + self.global_step) / (10 + self.global_step))
+        with torch.no_grad():
+            for shadow, live in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
+                if shadow.is_floating_point():
+                    shadow.lerp_(live, 1 - d)
+                else:
+                    shadow.copy_(live)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and saved: the moving average under --ema, else the trained ones."""
+        return self.ema if self.ema is not None else self.model
 
     def _evaluate(self, elapsed: float) -> bool:
         """Evaluate, record, write artefacts, save; returns whether early stopping ends the run."""
@@ -799,7 +827,7 @@ class _Run:
             "train_loss": self.loss_sum / max(1, self.loss_count),
         }
         for split in self.task.eval_splits:
-            metrics = evaluate(self.model, self.task, split, limit=cfg.limit_test, batch_size=self.eval_batch, device=self.device, ctx=ctx, amp_dtype=self.amp_dtype)
+            metrics = evaluate(self.eval_model, self.task, split, limit=cfg.limit_test, batch_size=self.eval_batch, device=self.device, ctx=ctx, amp_dtype=self.amp_dtype)
             row |= {f"{split}_{k}": v for k, v in metrics.items()}
         row["lr"] = self.opt.param_groups[0]["lr"]
         row["time_s"] = round(elapsed, 3)
@@ -809,7 +837,7 @@ class _Run:
         if improved:
             self.best_value, self.best_epoch, self.bad_evals = value, len(self.history), 0
             if ctx.is_main:
-                ckpt.save_weights(self.run_dir / "best.safetensors", self.model, model_name=cfg.model, extra={"step": str(self.global_step)})
+                ckpt.save_weights(self.run_dir / "best.safetensors", self.eval_model, model_name=cfg.model, extra={"step": str(self.global_step)})
         else:
             self.bad_evals += 1
         self.loss_sum, self.loss_count = 0.0, 0
@@ -935,9 +963,9 @@ class _Run:
         }
         if ctx.is_main:
             self._write_metrics(final=True)
-            ckpt.save_weights(self.run_dir / "last.safetensors", self.model, model_name=cfg.model, extra={"step": str(self.global_step)})
+            ckpt.save_weights(self.run_dir / "last.safetensors", self.eval_model, model_name=cfg.model, extra={"step": str(self.global_step)})
             _write_json(self.run_dir / "final.json", final)
-        return TrainResult(final=final, history=self.history, run_dir=self.run_dir, model=self.model, plan=self.plan, task=self.task)
+        return TrainResult(final=final, history=self.history, run_dir=self.run_dir, model=self.eval_model, plan=self.plan, task=self.task)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ TINY: dict[str, dict[str, Any]] = {
     "nlp_rnn": {"hidden_size": 64},
     "lstm_lm": {"hidden_size": 64},
     "gru_lm": {"hidden_size": 64},
-    "ddpm": {"base_channels": 16},
+    "ddpm": {"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "num_timesteps": 50},  # 50 steps: the DDPM grid's 50 calls
+    "ddpm_tiny": {"num_timesteps": 50},
     "gcn": {"dropout": 0.0},  # karate's two labelled nodes under dropout 0.5 fall too slowly in 30 steps at lr 3e-3
 }
 STEPS = 3

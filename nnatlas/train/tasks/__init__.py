@@ -14,6 +14,7 @@ from nnatlas.train.tasks import graph  # noqa: F401  (registers node_classificat
 from nnatlas.train.tasks import sequence  # noqa: F401  (registers sequence_classification)
 from nnatlas.train.tasks import forecast  # noqa: F401  (registers forecast)
 from nnatlas.train.tasks import generative  # noqa: F401  (registers reconstruction, vae)
+from nnatlas.train.tasks import diffusion  # noqa: F401  (registers diffusion)
 from nnatlas.train.tasks import pointer  # noqa: F401  (registers pointer)
 
 __all__ = ["Batch", "Option", "Plan", "Task", "check_fit", "datasets_for", "register_task", "task_class", "trainable_kinds"]
