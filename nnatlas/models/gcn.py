@@ -118,8 +118,10 @@ _E = 2 * _N_NODES * len(_OFFSETS)
 # Kipf & Welling (2017), section 5.2: Adam lr 0.01, 200 epochs of the whole graph, L2 5e-4 on the
 # first layer (GCN.param_groups), early stopping with a window of 10 epochs on the validation loss. The paper's
 # prose says "does not decrease for 10 consecutive epochs"; its code (tkipf/gcn, train.py), which gave the published
-# 81.5 %, stops when the loss is above the mean of the 10 epochs before: stop_rule="window" is that rule. (With
-# stop_rule="best" runs stop some 30 epochs earlier: 0.813 +- 0.004 over 5 seeds on Cora against 0.818 +- 0.006.)
+# 81.5 %, stops when the loss is above the mean of the 10 epochs before: stop_rule="window" is that rule. Measured
+# over 5 seeds on Cora (test accuracy at the stop / with the lowest-validation-loss weights): window 0.810 / 0.823
+# (stops at epoch 139 +- 17), best 0.813 / 0.823, no stopping (200 epochs) 0.818; the standard error of a 5-seed
+# mean is about 0.003, so the three rules are within noise of each other and of the paper.
 KIPF_WELLING_RECIPE = Recipe(optimizer="adam", lr=0.01, schedule="none", weight_decay=5e-4, batch_size=1, epochs=200,
                              patience=10, stop_rule="window", source="Kipf & Welling (2017), section 5.2 and their code")
 
