@@ -253,3 +253,19 @@ def test_chunk_size_is_validated() -> None:
     inputs = _scan_inputs(1, 2, 5, 2, torch.float32)
     with pytest.raises(ValueError, match="chunk_size"):
         selective_scan(**inputs, chunk_size=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parallel_path_softplus_equals_torch(dtype: torch.dtype) -> None:
+    """The parallel path's softplus (vectorised exp and log) against F.softplus, values and gradients,
+    from deep underflow through the linear range above 20."""
+    from nnatlas.models.mamba import _Softplus
+
+    x = torch.cat([torch.linspace(-120, 40, 4001, dtype=dtype), torch.tensor([-1e-8, 0.0, 1e-8, 20.0], dtype=dtype)])
+    x.requires_grad_()
+    ours, ref = _Softplus.apply(x), F.softplus(x)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    torch.testing.assert_close(ours, ref, rtol=4 * eps, atol=tiny)  # a few ulps, relative down to the subnormals
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=4 * eps, atol=tiny)
