@@ -77,7 +77,7 @@ from torch import nn
 
 from nnatlas import nn as atlas_nn
 from nnatlas.config import check_fields
-from nnatlas.errors import ConfigError, ShapeError, check_input
+from nnatlas.errors import ShapeError, check_input
 from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
@@ -241,7 +241,7 @@ class PointerNet(nn.Module):
         e, h, cell = self._encode(x, lengths)  # (B, N, H), (B, H), (B, H)
         e = name(e, "e", desc="encoder states", dims="B N H")
         W1e = self.attention.W1(e)  # (B, N, H): the encoder half of the scores, once
-        B, N = valid.shape
+        B = len(valid)
         zero = torch.zeros(B, dtype=torch.long, device=points.device)
         s = _DecodeState(h, cell, torch.zeros_like(valid), zero - 1, zero, zero.bool())
         limit = valid.sum(1) + (1 if self.config.output == "cycle" else 0)  # (B,)
@@ -259,7 +259,7 @@ class PointerNet(nn.Module):
         """
         c = self.config
         check_input(points, ("B", "N", c.input_size), model="PointerNet", name="points", like=self)
-        B, N, P = points.shape
+        B, N, _ = points.shape
         W1e, valid, s, limit, x = self._start(points, lengths)
         if targets is not None:
             self._check_targets(targets, valid)
@@ -286,7 +286,7 @@ class PointerNet(nn.Module):
         check_input(points, ("B", "N", c.input_size), model="PointerNet", name="points", like=self)
         if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size < 1:
             raise ValueError(f"PointerNet.beam_search expects beam_size an integer >= 1; got {beam_size!r}")
-        B, N, P = points.shape
+        B, N, _ = points.shape
         K = beam_size
         W1e, valid, s, limit, x = self._start(points, lengths)
         W1e, valid, limit = (t.repeat_interleave(K, dim=0) for t in (W1e, valid, limit))  # (B K, ...) beams of a row

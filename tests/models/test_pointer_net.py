@@ -9,7 +9,6 @@ import nnatlas
 from nnatlas.errors import ShapeError
 from nnatlas.models.pointer_net import MASKED, pointer_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny inputs: threads only contend
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -30,8 +31,6 @@ from nnatlas.train.tasks.pointer import (
     hull_cycle,
     tour_length,
 )
-
-from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -123,7 +123,7 @@ def held_karp(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for j in range(m):
         cost[:, 1 << j, j] = d[:, 0, j + 1]  # 0 -> j
     sets = np.arange(1 << m)
-    size = np.array([bin(s).count("1") for s in sets])
+    size = np.array([int(s).bit_count() for s in sets])  # cities in each set
     for k in range(2, m + 1):
         for j in range(m):
             S = sets[(size == k) & ((sets >> j) & 1 == 1)]  # the sets of size k holding j
