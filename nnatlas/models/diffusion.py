@@ -47,7 +47,7 @@ from torch import nn
 from nnatlas.config import check_fields
 from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn.names import name
-from nnatlas.registry import ModelCard, Paper, Seed, configure, register_model
+from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
 __all__ = [
     "DDPMConfig",
@@ -526,7 +526,7 @@ def _images_and_steps(channels: int, size: int, num_timesteps: int = 1000) -> ob
 
 _SEED = Seed("003_979c5363c5233b21.txt", "Diffusion (named only)")
 _TINY = DDPMConfig(
-    image_size=28, in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(14,), num_groups=8
+    image_size=28, in_channels=1, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(14,), dropout=0.0, num_groups=8
 )
 
 
@@ -566,8 +566,15 @@ def ddpm(**overrides: object) -> DDPMUNet:
         output_shape=(1, 28, 28),
         task="diffusion",
         seed=_SEED,
-        notes="The DDPM U-Net at MNIST size for tests and quick training: ch 32, ch_mult (1, 2, 2) "
-        "(28 -> 14 -> 7), 1 residual block per level, attention at 14x14, GroupNorm(8).",
+        notes="The DDPM U-Net at MNIST size for tests and quick training: ch 16, ch_mult (1, 2, 4) "
+        "(28 -> 14 -> 7; 16, 32, 64 channels), 1 residual block per level, attention at 14x14, GroupNorm(8), "
+        "no dropout (649,329 parameters). Half the CPU time of ch 32 with (1, 2, 2) per step and per sample.",
+        recipe=Recipe(
+            optimizer="adam", lr=2e-3, schedule="onecycle", batch_size=64, steps=4000, eval_every=2000, clip_grad=1.0, ema=0.999,
+            source="nnatlas's CPU recipe: Ho et al.'s L_simple, Adam, T = 1000 linear betas and an EMA of the weights, "
+            "shortened for 2 CPU cores (4,000 steps of 64 instead of 800k of 128, lr 2e-3 1cycle instead of 2e-4, EMA 0.999 "
+            "instead of 0.9999, gradient clipping at 1 as the official code)",
+        ),
     ),
     example_input=_images_and_steps(1, 28),
 )
