@@ -43,7 +43,7 @@ TINY: dict[str, dict[str, Any]] = {
     "nlp_rnn": {"hidden_size": 64},
     "lstm_lm": {"hidden_size": 64},
     "gru_lm": {"hidden_size": 64},
-    "ddpm": {"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "num_timesteps": 50},  # 50 steps: the DDPM grid's 50 calls
+    "ddpm": {"ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "num_groups": 8, "num_timesteps": 50},  # T = 50: the DDPM grid in 50 calls
     "ddpm_tiny": {"num_timesteps": 50},
     "gcn": {"dropout": 0.0},  # karate's two labelled nodes under dropout 0.5 fall too slowly in 30 steps at lr 3e-3
 }
