@@ -26,6 +26,8 @@ here the self-loops weigh 2 with or without edge weights.)
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -129,13 +131,49 @@ def gcn_norm(
 _GCN_FORMULA = "Â H W + b"  # eq. 2 of Kipf & Welling, one box in the diagram
 
 
+class _SparseAggregate(torch.autograd.Function):
+    """out = Â h with Â a CSR matrix (N, N) (row i holds the weights i gathers with), and backward
+    dL/dh = Â^T dL/dout with Â^T kept as a second CSR matrix: one sparse matmul each way, where
+    the edge-list path runs a gather, a product and a scatter per direction. Â is a constant (a
+    cached graph): it gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, h, A, At):  # noqa: ANN001, ANN205
+        ctx.At = At
+        return torch.sparse.mm(A, h)  # (N, F')
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        return torch.sparse.mm(ctx.At, grad), None, None
+
+
+def _csr_pair(
+    edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Â (N, N) and its transpose as CSR matrices from an edge list (source, target) and weights
+    (None: ones); duplicate edges add up, as the edge-list path's index_add does."""
+    source, target = edge_index
+    w = (edge_weight.detach() if edge_weight is not None else torch.ones(source.shape[0], device=source.device)).to(dtype)
+
+    def csr(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), w, (num_nodes, num_nodes), check_invariants=False)
+        with warnings.catch_warnings():  # torch's "CSR support is in beta" notice, not the user's concern
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+            return coo.coalesce().to_sparse_csr()
+
+    return csr(target, source), csr(source, target)  # Â[i, j] for the edge j -> i, and Â^T
+
+
 class GCNConv(nn.Module):
     """H' = D^-1/2 (A + I) D^-1/2 H W + b (Kipf & Welling, 2017); mirrors PyG's ``GCNConv``.
 
     Parameters as PyG holds them: ``lin.weight`` (F', F) and ``bias`` (F',). ``cached=True``
     (as PyG's) checks and normalises the graph of the first call once and reuses it on every
     later call, whatever adjacency is passed: for a fixed graph (transductive training, Cora);
-    :meth:`reset_cache` forgets it.
+    :meth:`reset_cache` forgets it. A cached graph is also kept as CSR matrices Â and Â^T (float32
+    and float64 on CPU and CUDA), so that aggregating is one sparse matmul forward and one
+    backward (the edge-list path's result up to the order of the sums; edge weights that need
+    a gradient keep the edge-list path).
     ``normalize=False`` aggregates with the raw weights, A H W + b (then self-loops are not
     added, and ``add_self_loops=True`` is refused, as in PyG).
     """
@@ -159,6 +197,7 @@ class GCNConv(nn.Module):
         self.improved, self.add_self_loops, self.normalize = improved, add_self_loops, normalize
         self.cached = cached
         self._cached_graph: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (edge_index, weight) after gcn_norm
+        self._cached_csr: tuple[torch.Tensor, torch.Tensor] | None = None  # (Â, Â^T) as CSR, with the cached graph
         self.lin = nn.Linear(in_channels, out_channels, bias=False)  # W, stored (F', F)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.reset_parameters()
@@ -168,11 +207,11 @@ class GCNConv(nn.Module):
         nn.init.xavier_uniform_(self.lin.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cached_graph = None
+        self.reset_cache()
 
     def reset_cache(self) -> None:
         """Forget the normalised graph kept with ``cached=True`` (call it when the graph changes)."""
-        self._cached_graph = None
+        self._cached_graph = self._cached_csr = None
 
     def extra_repr(self) -> str:
         return (
@@ -197,7 +236,15 @@ class GCNConv(nn.Module):
                 edge_weight = name(edge_weight, "Â", "D^-1/2 (A + I) D^-1/2", desc="normalised adjacency", dims="E")
             if self.cached:
                 self._cached_graph = (edge_index, edge_weight)
+                sparse_ok = x.dtype in (torch.float32, torch.float64) and x.device.type in ("cpu", "cuda")
+                if sparse_ok and (edge_weight is None or not edge_weight.requires_grad):
+                    self._cached_csr = _csr_pair(edge_index, edge_weight, N, x.dtype)
         h = self.lin(x)  # (N, F'): H W first, the cheaper order when F' < F
+        if self._cached_csr is not None and h.dtype == self._cached_csr[0].dtype:
+            out = _SparseAggregate.apply(h, *self._cached_csr)  # (N, F'): Â h, one CSR matmul
+            if self.bias is not None:
+                out = out + self.bias
+            return name(out, "H'", _GCN_FORMULA, desc="node features", dims="N F")  # (N, F')
         source, target = edge_index
         # index_select, not h[source]: its backward is an index_add, where advanced indexing's is an
         # index_put with accumulate (slower on CPU)

@@ -17,19 +17,32 @@ def _ring(offset: int) -> torch.Tensor:
     return torch.cat([pairs, pairs.flip(0)], dim=1)  # (2, 2N), undirected
 
 
-def test_cached_equals_uncached_forward_and_grad() -> None:
+def _directed() -> tuple[torch.Tensor, torch.Tensor]:
+    """A directed weighted graph with a duplicate edge (2 -> 0 twice): Â is not symmetric, so a
+    backward that used Â instead of Â^T would show."""
+    edge_index = torch.tensor([[0, 1, 2, 2, 3, 4, 5, 6, 2], [1, 2, 0, 4, 1, 6, 3, 2, 0]])
+    return edge_index, torch.rand(edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.5
+
+
+@pytest.mark.parametrize("graph", ["ring", "directed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cached_equals_uncached_forward_and_grad(graph: str, dtype: torch.dtype) -> None:
+    """The cached layer aggregates with CSR matmuls, the plain one with the edge list."""
     torch.manual_seed(0)
-    plain = GCNConv(5, 3)
-    cached = GCNConv(5, 3, cached=True)
+    plain = GCNConv(5, 3).to(dtype)
+    cached = GCNConv(5, 3, cached=True).to(dtype)
     cached.load_state_dict(plain.state_dict())
-    x = torch.randn(N, 5)
+    edges = (_ring(1), None) if graph == "ring" else _directed()
+    x = torch.randn(N, 5, dtype=dtype, requires_grad=True)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)  # sums reordered
     for _ in range(2):  # the second call reads the cache
-        a, b = plain(x, _ring(1)), cached(x, _ring(1))
-        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same ops on the same numbers
-        ga = torch.autograd.grad(a.square().sum(), list(plain.parameters()))
-        gb = torch.autograd.grad(b.square().sum(), list(cached.parameters()))
+        a, b = plain(x, *edges), cached(x, *edges)
+        assert cached._cached_csr is not None  # the sparse path ran
+        torch.testing.assert_close(a, b, **tol)
+        ga = torch.autograd.grad(a.square().sum(), [x, *plain.parameters()])
+        gb = torch.autograd.grad(b.square().sum(), [x, *cached.parameters()])
         for p, q in zip(ga, gb):
-            torch.testing.assert_close(p, q, rtol=0, atol=0)
+            torch.testing.assert_close(p, q, **tol)
 
 
 def test_cache_keeps_the_first_graph_until_reset() -> None:
