@@ -46,6 +46,7 @@ from torch import nn
 
 import nnatlas
 from nnatlas import nn as atlas_nn
+from nnatlas.nn.attention import KVCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NNATLAS_SHARED", ROOT.parent / "shared")) / "data"
@@ -234,11 +235,13 @@ def case_transformer_beam(env: Env) -> list[Result]:
                     ta, tb, f"beams identical: {torch.equal(a, b)}, {a.shape[1] - 1} tokens")]
 
 
-def _step_times(env: Env, model: nn.Module, prompt: torch.Tensor, n: int) -> tuple[list[float], torch.Tensor]:
-    """Greedy decoding through model.step, timing every token (prefill excluded)."""
+def _step_times(env: Env, model: nn.Module, prompt: torch.Tensor, n: int,
+                init: Callable[[int], object] | None = None) -> tuple[list[float], torch.Tensor]:
+    """Greedy decoding through model.step, timing every token (prefill excluded); ``init`` makes
+    the empty state (default ``model.init_state``)."""
     times = []
     with torch.no_grad(), env.autocast():
-        state = model.init_state(prompt.shape[0])
+        state = (init or model.init_state)(prompt.shape[0])
         logits, state = model.step(prompt, state)
         ids = prompt
         for _ in range(n):
@@ -262,18 +265,53 @@ def _flat_cost(env: Env, group: str, label: str, model: nn.Module, prompt: torch
     return _result(group, label, "last 64 tokens", "first 64 tokens", ta, tb, check, unit="s per token")
 
 
+class _ConcatCache(KVCache):
+    """The cache most decoders write (nanoGPT-style loops, transformers' DynamicCache): torch.cat of the
+    whole history with the new keys and values at every step. Compared with nnatlas's preallocated
+    KVCache, which writes the new position in place and attends over a view."""
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = self.length == 0
+        self.k = k if first else torch.cat([self.k, k], 2)
+        self.v = v if first else torch.cat([self.v, v], 2)
+        self.length += k.shape[2]
+        return self.k, self.v
+
+
 def case_gpt_flat(env: Env) -> list[Result]:
     N = 128 if env.quick else 512
     torch.manual_seed(0)
     model = nnatlas.create("gpt_shakespeare", context_length=N + 64).to(env.device).eval()
     prompt = torch.randint(0, 65, (1, 64), generator=torch.Generator().manual_seed(0)).to(env.device)
     from nnatlas.models.generation import generate
+    from nnatlas.models.gpt import GPTState
 
     with torch.no_grad():
         same = torch.equal(generate(model, prompt, 64, temperature=0),
                            generate(model, prompt, 64, temperature=0, use_cache=False))
+    # what a token reads: every weight once, and the cached keys and values of every layer (they grow)
+    c = model.config
+    weight_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    kv_mb = lambda positions: 2 * c.num_layers * positions * c.d_model * 4 / 1e6  # noqa: E731  K and V, float32
+    first, last = 64 + 32, 64 + N - 32  # the middle positions of the first and last 64 tokens
+    expected = (weight_mb + kv_mb(last)) / (weight_mb + kv_mb(first))
     out = [_flat_cost(env, "generation", f"gpt_shakespeare (context {N + 64}) step cost over {N} tokens",
-                      model, prompt, N, f"64 greedy tokens identical to recomputation: {same}")]
+                      model, prompt, N, f"64 greedy tokens identical to recomputation: {same}; bytes read per "
+                      f"token {weight_mb:.0f} MB of weights + K/V {kv_mb(first):.1f} -> {kv_mb(last):.1f} MB: "
+                      f"{expected:.2f}x if memory-bound")]
+    # the same last 64 tokens with a cache that concatenates: what preallocating saves
+    concat = lambda batch: GPTState([_ConcatCache(batch, c.num_heads, c.d_model // c.num_heads, 1)  # noqa: E731
+                                     for _ in range(c.num_layers)])
+    with torch.no_grad():
+        same_concat = torch.equal(_step_times(env, model, prompt, 64)[1], _step_times(env, model, prompt, 64, concat)[1])
+    ta, tb = [], []
+    for r in range(env.repeats):
+        order = [(ta, None), (tb, concat)] if r % 2 == 0 else [(tb, concat), (ta, None)]
+        for times, init in order:
+            times.append(statistics.median(_step_times(env, model, prompt, N, init)[0][-64:]))
+    out.append(_result("generation", f"gpt_shakespeare last 64 of {N} tokens: cache written in place vs torch.cat",
+                       "preallocated KVCache", "concatenating cache", ta, tb,
+                       f"64 greedy tokens identical: {same_concat}", unit="s per token"))
     model = nnatlas.create("gpt_shakespeare").to(env.device).eval()  # context 256, nanoGPT's baby GPT
     n = 64 if env.quick else 255
     start = prompt[:, :1]
