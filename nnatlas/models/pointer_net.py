@@ -9,8 +9,9 @@ planar points), D what the LSTMs read per element, H hidden size.
 The embedding (``embedding_size`` D = 128; None reads the raw points, D = P, as the paper
 does) is the one departure from the paper, as in its common reproductions (Bello et al.
 2016 embed the points the same way): on the raw two coordinates in [0, 1] the LSTMs learn
-very slowly (convex hulls of 5 points: 2 % exact after 2,000 steps of 128 instances, against
-80 % after 1,000 steps with the embedding, H = 128, Adam 1e-3).
+very slowly (convex hulls of 5 points, batches of 128, Adam 1e-3: 2 % exact after 2,000 steps
+on the raw points with H = 256, against 80 % after 1,000 steps with the embedding and H = 128;
+the default, H = 256 with the embedding, reaches 0.935 in 8,000 steps).
 
     points (B, N, P) -> embedding Linear(P, D) -> x (B, N, D)
     x -> encoder LSTM -> e_1..e_N (B, N, H), final state (h, c)
