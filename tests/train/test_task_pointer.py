@@ -172,3 +172,16 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(tmp_path:
         return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     assert rows(tmp_path / "ref") == rows(killed)
+
+
+def test_train_data_file_reads_the_training_split_and_a_bundle_without_a_problem_is_refused() -> None:
+    bundle = data.load("sort-10")
+    task, _ = PointerTask.fit("pointer_net", bundle, {"train_data": "file"}, {"hidden_size": 8})
+    assert task.size("train") == len(bundle.train)
+    b = task.batch("train", torch.tensor([3, 1]), device=torch.device("cpu"))
+    assert torch.equal(b["points"], bundle.train.tensors[0][[3, 1]]) and torch.equal(b["targets"], bundle.train.tensors[1][[3, 1]])
+    points = torch.rand(2, 4, 2)
+    nameless = DataBundle(name="no-problem", task="pointer", train=TensorDataset(points, points[..., 0].argsort(1)),
+                          test=TensorDataset(points, points[..., 0].argsort(1)), num_classes=4, input_shape=(4, 2))
+    with pytest.raises(ValueError, match="problem"):
+        PointerTask.fit("pointer_net", nameless, {}, {"hidden_size": 8})
