@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from kill_resume import kill_after_first_checkpoint, subprocess_env
 from safetensors.torch import load_file
 from skimage.metrics import adapted_rand_error
 from torch import nn
@@ -24,15 +25,27 @@ from nnatlas.data import DataBundle
 from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.base import Plan
 from nnatlas.train.tasks.segmentation import SegmentationTask, augment, rand_error, reflect_index
-from kill_resume import kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
 
-def _task(num_classes: int = 2, foreground: int = 0, margin: int = 0, crop: int = 8, eval_tile: int = 0) -> SegmentationTask:
-    details = {"mean": [0.0], "std": [1.0], "num_classes": num_classes, "classes": [str(k) for k in range(num_classes)],
-               "foreground": foreground, "crop": crop, "margin": margin, "eval_tile": eval_tile, "elastic": 0.0}
-    return SegmentationTask(Plan(model="unet", data="hand-made", task="segmentation", overrides={}, details=details), None, {})
+def _task(
+    num_classes: int = 2, foreground: int = 0, margin: int = 0, crop: int = 8, eval_tile: int = 0
+) -> SegmentationTask:
+    details = {
+        "mean": [0.0],
+        "std": [1.0],
+        "num_classes": num_classes,
+        "classes": [str(k) for k in range(num_classes)],
+        "foreground": foreground,
+        "crop": crop,
+        "margin": margin,
+        "eval_tile": eval_tile,
+        "elastic": 0.0,
+    }
+    return SegmentationTask(
+        Plan(model="unet", data="hand-made", task="segmentation", overrides={}, details=details), None, {}
+    )
 
 
 class _Fixed(nn.Module):
@@ -47,6 +60,7 @@ class _Fixed(nn.Module):
 
 
 def test_pixel_error_and_iou_of_hand_drawn_masks() -> None:
+    # fmt: off
     truth = torch.tensor([[0, 0, 1, 1],
                           [0, 0, 1, 1],
                           [1, 1, 1, 1],
@@ -55,6 +69,7 @@ def test_pixel_error_and_iou_of_hand_drawn_masks() -> None:
                          [0, 0, 1, 1],
                          [1, 1, 1, 0],
                          [1, 1, 1, 1]])
+    # fmt: on
     task = _task(foreground=0)
     m = task.metrics(task.sums(_Fixed(pred[None], 2), {"x": torch.zeros(1, 1, 4, 4), "y": truth[None]}))
     assert m["pixel_error"] == pytest.approx(2 / 16)  # (0, 1) and (2, 3) are wrong
@@ -86,7 +101,9 @@ def test_rand_error_of_a_split_equals_scikit_image() -> None:
 
 def test_rand_error_of_a_merge_and_of_a_perfect_prediction() -> None:
     merged = np.ones((6, 6), dtype=np.int64)  # no membrane predicted: one region
-    assert rand_error(merged, TRUTH, background=1) == pytest.approx(adapted_rand_error(TRUE_LABELS, np.ones_like(TRUE_LABELS))[0], abs=1e-12)
+    assert rand_error(merged, TRUTH, background=1) == pytest.approx(
+        adapted_rand_error(TRUE_LABELS, np.ones_like(TRUE_LABELS))[0], abs=1e-12
+    )
     assert rand_error(merged, TRUTH, background=1) > 0.3
     assert rand_error(TRUTH.copy(), TRUTH, background=1) == pytest.approx(0.0, abs=1e-12)
 
@@ -100,7 +117,9 @@ def test_task_rand_error_is_the_mean_over_images() -> None:
     m = task.metrics(task.sums(_Fixed(pred, 2), {"x": torch.zeros(2, 1, 6, 6), "y": truth}))
     want = (rand_error(split, TRUTH, 1) + rand_error(merged, TRUTH, 1)) / 2
     assert m["rand_error"] == pytest.approx(want, abs=1e-12)
-    assert "rand_error" not in _task(num_classes=3).metrics(torch.zeros(5 + 6, dtype=torch.float64) + 1)  # two classes only
+    assert "rand_error" not in _task(num_classes=3).metrics(
+        torch.zeros(5 + 6, dtype=torch.float64) + 1
+    )  # two classes only
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])
@@ -122,7 +141,9 @@ def test_training_tiles_keep_image_and_mask_aligned(crop: int, margin: int) -> N
     assert torch.equal(centre[:, 0], y.float()) and torch.equal(centre[:, 1], -y.float())
     again = augment(images, masks, crop, margin, torch.Generator().manual_seed(1))
     assert torch.equal(again[0], x) and torch.equal(again[1], y)  # the draws come from the generator only
-    tiles = {augment(images, masks, crop, margin, torch.Generator().manual_seed(s))[1][0].sum().item() for s in range(8)}
+    tiles = {
+        augment(images, masks, crop, margin, torch.Generator().manual_seed(s))[1][0].sum().item() for s in range(8)
+    }
     assert len(tiles) > 1  # and they vary with it
 
 
@@ -142,12 +163,16 @@ def test_every_rotation_and_flip_is_drawn_and_each_is_a_true_view_of_the_slice()
 
 
 def test_elastic_deformation_moves_image_and_mask_together() -> None:
-    blocks = (torch.arange(4).view(2, 2) % 3 == 0).long().repeat_interleave(16, 0).repeat_interleave(16, 1)  # 32 x 32 blocks
+    blocks = (
+        (torch.arange(4).view(2, 2) % 3 == 0).long().repeat_interleave(16, 0).repeat_interleave(16, 1)
+    )  # 32 x 32 blocks
     masks = blocks[None].repeat(2, 1, 1)
     x, y = augment(masks[:, None].float(), masks, 32, 0, torch.Generator().manual_seed(3), elastic=4.0)
-    x0, y0 = augment(masks[:, None].float(), masks, 32, 0, torch.Generator().manual_seed(3))
+    _, y0 = augment(masks[:, None].float(), masks, 32, 0, torch.Generator().manual_seed(3))
     assert not torch.equal(y, y0)  # deformed (the same crop, turn and flip, drawn first)
-    agree = ((x[:, 0] > 0.5).long() == y).float().mean().item()  # bilinear image vs nearest mask: only edge pixels differ
+    agree = (
+        ((x[:, 0] > 0.5).long() == y).float().mean().item()
+    )  # bilinear image vs nearest mask: only edge pixels differ
     assert agree > 0.95
 
 
@@ -163,9 +188,16 @@ def test_overlap_tile_prediction_equals_the_model_on_the_mirrored_image() -> Non
 
 def test_fit_reads_the_margin_and_refuses_a_tile_the_model_cannot_take() -> None:
     images, masks = torch.rand(3, 1, 200, 200), torch.randint(0, 2, (3, 200, 200))
-    bundle = DataBundle(name="toy", task="segmentation", train=TensorDataset(images, masks), test=TensorDataset(images, masks),
-                        num_classes=2, input_shape=(1, 200, 200), meta={"classes": ["membrane", "cell"], "foreground": 0})
-    task, model = SegmentationTask.fit("unet_2015", bundle, {"crop": 204}, {"base_channels": 2})
+    bundle = DataBundle(
+        name="toy",
+        task="segmentation",
+        train=TensorDataset(images, masks),
+        test=TensorDataset(images, masks),
+        num_classes=2,
+        input_shape=(1, 200, 200),
+        meta={"classes": ["membrane", "cell"], "foreground": 0},
+    )
+    task, _ = SegmentationTask.fit("unet_2015", bundle, {"crop": 204}, {"base_channels": 2})
     d = task.plan.details
     assert (d["margin"], d["crop"], d["eval_tile"]) == (92, 204, 396)  # 396 -> 212 covers 200 in one tile
     assert task.plan.overrides["in_channels"] == 1
@@ -179,9 +211,32 @@ def test_fit_reads_the_margin_and_refuses_a_tile_the_model_cannot_take() -> None
 
 def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path, shared_data: Path) -> None:
     """The tiles, turns, flips and elastic fields come from the trainer's per-step generator."""
-    args = ["train", "unet", "--data", "isbi2012", "--data-dir", str(shared_data), "--model-arg", "base_channels=4",
-            "--crop", "48", "--elastic", "5", "--steps", "12", "--batch-size", "2", "--limit-test", "1",
-            "--checkpoint-every", "3", "--seed", "1", "--no-report", "--no-progress"]
+    args = [
+        "train",
+        "unet",
+        "--data",
+        "isbi2012",
+        "--data-dir",
+        str(shared_data),
+        "--model-arg",
+        "base_channels=4",
+        "--crop",
+        "48",
+        "--elastic",
+        "5",
+        "--steps",
+        "12",
+        "--batch-size",
+        "2",
+        "--limit-test",
+        "1",
+        "--checkpoint-every",
+        "3",
+        "--seed",
+        "1",
+        "--no-report",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "nnatlas", *args]
     env = subprocess_env()
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
@@ -190,14 +245,19 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     kill_after_first_checkpoint(cmd, killed, env)
     assert not (killed / "final.json").exists(), "the run finished before it was killed"
     assert 0 < load_checkpoint(killed, model_name="unet").state["global_step"] < 12  # killed mid-run
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--out", str(killed), "--resume"], check=False, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming unet" in resumed.stderr
     a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert rows(tmp_path / "ref") == rows(killed)
     row = rows(killed)[-1]

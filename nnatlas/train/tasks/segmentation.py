@@ -51,19 +51,29 @@ from torch import Tensor, nn
 
 import nnatlas
 from nnatlas.train import checkpoint as ckpt
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, first, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    first,
+    probe,
+    register_task,
+)
 from nnatlas.train.tasks.vision import gather
 
 __all__ = [
-    "SegmentationTask",
+    "DEFAULT_CROP",
     "SegmentationPlan",
+    "SegmentationTask",
     "augment",
     "elastic_fields",
-    "reflect_index",
-    "rand_error",
     "label_regions",
+    "rand_error",
+    "reflect_index",
     "segmentation_sums",
-    "DEFAULT_CROP",
 ]
 
 DEFAULT_CROP = 256  # the training tile of models that keep the input size (U-Net with padded convolutions)
@@ -148,10 +158,12 @@ def augment(
     the image. Then a rotation by k x 90 degrees, a left-right flip, and (``elastic`` > 0) a deformation,
     each the same for the tile and its mask. The draws are made in one fixed order, batch first.
     """
-    B, C, H, W = images.shape
+    B, _, H, W = images.shape
     o = crop - 2 * margin
     if o < 1 or o > min(H, W):
-        raise ValueError(f"segmentation: a {crop}-pixel tile gives a {o}-pixel output window; it must be in 1..{min(H, W)} for {H}x{W} images")
+        raise ValueError(
+            f"segmentation: a {crop}-pixel tile gives a {o}-pixel output window; it must be in 1..{min(H, W)} for {H}x{W} images"
+        )
     tops = torch.randint(0, H - o + 1, (B,), generator=generator).tolist()
     lefts = torch.randint(0, W - o + 1, (B,), generator=generator).tolist()
     turns = torch.randint(0, 4, (B,), generator=generator).tolist()
@@ -197,9 +209,7 @@ def rand_error(pred: np.ndarray, truth: np.ndarray, background: int) -> float:
     return float(adapted_rand_error(true_labels, pred_labels)[0])
 
 
-def segmentation_sums(
-    logits: Tensor, target: Tensor, num_classes: int, *, background: int | None = None
-) -> Tensor:
+def segmentation_sums(logits: Tensor, target: Tensor, num_classes: int, *, background: int | None = None) -> Tensor:
     """Metric sums of logits (B, L, H, W) against target (B, H, W): float64
     ``[loss, wrong, pixels, rand_error sum, images scored, intersection x L, union x L]``."""
     K = num_classes
@@ -218,9 +228,8 @@ def segmentation_sums(
             r = rand_error(pm, tm, background)
             if not math.isnan(r):
                 rand_sum, rand_n = rand_sum + r, rand_n + 1
-    head = torch.tensor([0.0, 0.0, float(target.numel()), rand_sum, float(rand_n)], dtype=torch.float64, device=logits.device)
-    head[0], head[1] = loss, wrong
-    return torch.cat([head, inter, union])
+    counts = loss.new_tensor([float(target.numel()), rand_sum, float(rand_n)])  # float64, on the logits' device
+    return torch.cat([loss.view(1), wrong.view(1), counts, inter, union])
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,17 +277,23 @@ class SegmentationTask(Task):
     # -- fitting -------------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]) -> tuple[Task, nn.Module]:
+    def fit(
+        cls, model_name: str, bundle: Any, options: Mapping[str, Any], model_args: Mapping[str, Any]
+    ) -> tuple[Task, nn.Module]:
         card = nnatlas.card(model_name)
         where = f"model {model_name!r} on data set {bundle.name!r}"
         opts = {name: options.get(name, opt.default) for name, opt in cls.options.items()}
         fields = config_fields(model_name)
         check_model_args(model_name, fields, model_args)
         if len(card.input_shape) != 3:
-            raise ValueError(f"{where}: the segmentation task takes models of images (C, H, W); the model takes {card.input_shape}")
+            raise ValueError(
+                f"{where}: the segmentation task takes models of images (C, H, W); the model takes {card.input_shape}"
+            )
         x0, y0 = gather(bundle.train, torch.arange(min(NORM_SAMPLES, len(bundle.train))))
         if x0.dim() != 4 or y0.dim() != 3 or x0.shape[-2:] != y0.shape[-2:]:
-            raise ValueError(f"{where}: expected images (N, C, H, W) and masks (N, H, W); got {tuple(x0.shape)} and {tuple(y0.shape)}")
+            raise ValueError(
+                f"{where}: expected images (N, C, H, W) and masks (N, H, W); got {tuple(x0.shape)} and {tuple(y0.shape)}"
+            )
         C, H, W = x0.shape[1:]
         K = int(bundle.num_classes)
         overrides: dict[str, Any] = {}
@@ -295,17 +310,30 @@ class SegmentationTask(Task):
         margin = cls._margin(shape_model, C, side, K, where)
         crop = opts["crop"] or (DEFAULT_CROP if margin == 0 else card.input_shape[1])
         if crop != side and cls._margin(shape_model, C, crop, K, where) != margin:
-            raise ValueError(f"{where}: the model's margin differs between {side}- and {crop}-pixel inputs; it cannot be tiled")
+            raise ValueError(
+                f"{where}: the model's margin differs between {side}- and {crop}-pixel inputs; it cannot be tiled"
+            )
         if not 1 <= crop - 2 * margin <= min(H, W):
-            raise ValueError(f"{where}: --crop {crop} gives {crop - 2 * margin}-pixel outputs (margin {margin}); they must fit the {H}x{W} images")
+            raise ValueError(
+                f"{where}: --crop {crop} gives {crop - 2 * margin}-pixel outputs (margin {margin}); they must fit the {H}x{W} images"
+            )
         eval_tile = 0 if margin == 0 else cls._eval_tile(shape_model, C, K, max(H, W), margin, crop)
         x = x0.double()
         mean = x.mean(dim=(0, 2, 3)).tolist()
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
         classes = list(bundle.meta.get("classes", [str(k) for k in range(K)]))
         foreground = int(bundle.meta.get("foreground", 1 if K == 2 else 0))
-        details = {"mean": mean, "std": std, "num_classes": K, "classes": classes, "foreground": foreground,
-                   "crop": int(crop), "margin": margin, "eval_tile": eval_tile, "elastic": float(opts["elastic"])}
+        details = {
+            "mean": mean,
+            "std": std,
+            "num_classes": K,
+            "classes": classes,
+            "foreground": foreground,
+            "crop": int(crop),
+            "margin": margin,
+            "eval_tile": eval_tile,
+            "elastic": float(opts["elastic"]),
+        }
         plan = Plan(model=model_name, data=bundle.name, task=cls.kind, overrides=overrides, details=details)
         return cls(plan, bundle, options), model
 
@@ -315,12 +343,18 @@ class SegmentationTask(Task):
         try:
             out = first(probe(model, torch.zeros(1, channels, side, side, device="meta")))
         except (ValueError, RuntimeError) as err:  # ShapeError: a side the model does not take
-            raise ValueError(f"{where}: the model does not take {side}x{side} tiles (--crop): {str(err).splitlines()[0]}") from None
+            raise ValueError(
+                f"{where}: the model does not take {side}x{side} tiles (--crop): {str(err).splitlines()[0]}"
+            ) from None
         if out.dim() != 4 or out.shape[1] != num_classes:
-            raise ValueError(f"{where}: expected per-pixel logits (B, {num_classes}, H, W); the model gives {tuple(out.shape)}")
+            raise ValueError(
+                f"{where}: expected per-pixel logits (B, {num_classes}, H, W); the model gives {tuple(out.shape)}"
+            )
         h, w = out.shape[-2:]
         if h != w or (side - h) % 2 or h > side:
-            raise ValueError(f"{where}: a {side}x{side} input gives {h}x{w} logits; expected a centred square no larger than the input")
+            raise ValueError(
+                f"{where}: a {side}x{side} input gives {h}x{w} logits; expected a centred square no larger than the input"
+            )
         return (side - h) // 2
 
     @staticmethod
@@ -343,7 +377,9 @@ class SegmentationTask(Task):
         std = torch.tensor(self.seg.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def batch(self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self, split: str, indices: Tensor, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> Batch:
         """Training (``generator`` given): random tiles (B, C, crop, crop) and target windows (B, o, o);
         otherwise whole images (B, C, H, W) and masks (B, H, W)."""
         x, y = gather(getattr(self.bundle, split), indices)
@@ -355,7 +391,9 @@ class SegmentationTask(Task):
 
     def report_input(self, device: torch.device) -> Any:
         """A training tile's shape: the whole image may be a size the model does not take."""
-        b = self.batch("train", torch.arange(min(2, self.size("train"))), device=device, generator=torch.Generator().manual_seed(0))
+        b = self.batch(
+            "train", torch.arange(min(2, self.size("train"))), device=device, generator=torch.Generator().manual_seed(0)
+        )
         return b["x"]
 
     # -- prediction ----------------------------------------------------------------------------
@@ -372,7 +410,7 @@ class SegmentationTask(Task):
             return first(model(x)).float()
         c = self.seg.eval_tile
         o = c - 2 * m
-        B, C, H, W = x.shape
+        B, _, H, W = x.shape
         ny, nx = -(-H // o), -(-W // o)
         padded = _window(x, -m, -m, max(ny, nx) * o + 2 * m)  # (B, C, P, P): the image mirrored by m and more
         corners = [(ty * o, tx * o) for ty in range(ny) for tx in range(nx)]
@@ -391,7 +429,9 @@ class SegmentationTask(Task):
         return F.cross_entropy(first(model(batch["x"])).float(), batch["y"])
 
     def sums(self, model: nn.Module, batch: Batch) -> Tensor:
-        return segmentation_sums(self.predict(model, batch["x"]), batch["y"], self.num_classes, background=self.seg.background)
+        return segmentation_sums(
+            self.predict(model, batch["x"]), batch["y"], self.num_classes, background=self.seg.background
+        )
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
         s = sums.tolist()
@@ -420,12 +460,26 @@ class SegmentationTask(Task):
         with torch.no_grad():
             pred = self.predict(model, self.normalise(image.float().to(device))).argmax(1).cpu()
         path = folder / f"{tag}-test0.png"
-        save_panels(path, image[0], truth[0], pred[0], self.seg, f"{self.plan.model} on {self.plan.data}, held-out image 0 ({tag})")
+        save_panels(
+            path,
+            image[0],
+            truth[0],
+            pred[0],
+            self.seg,
+            f"{self.plan.model} on {self.plan.data}, held-out image 0 ({tag})",
+        )
         return [path]
 
     def inference(self) -> dict[str, Any]:
-        return {"mean": self.seg.mean, "std": self.seg.std, "classes": self.seg.classes, "foreground": self.seg.foreground,
-                "tile": self.seg.crop, "eval_tile": self.seg.eval_tile, "margin": self.seg.margin}
+        return {
+            "mean": self.seg.mean,
+            "std": self.seg.std,
+            "classes": self.seg.classes,
+            "foreground": self.seg.foreground,
+            "tile": self.seg.crop,
+            "eval_tile": self.seg.eval_tile,
+            "margin": self.seg.margin,
+        }
 
 
 def save_panels(path: Path, image: Tensor, truth: Tensor, pred: Tensor, seg: SegmentationPlan, title: str) -> Path:
