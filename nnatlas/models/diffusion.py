@@ -447,13 +447,16 @@ class GaussianDiffusion:
         generator: torch.Generator | None = None,
         variance: str = "beta",
         device: torch.device | str | None = None,
+        clip_denoised: bool = False,
     ) -> torch.Tensor:
         """Ancestral sampling (Algorithm 2) from x_T ~ N(0, I) down to x_0: (B, C, H, W).
 
         x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps(x_t, t)) + sigma_t z,
         z = 0 at the last step; sigma_t^2 = beta_t (``variance="beta"``) or the posterior
         variance beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (``"posterior"``);
-        the paper finds both work. Seed ``generator`` for reproducible samples.
+        the paper finds both work. Seed ``generator`` for reproducible samples. ``clip_denoised``
+        (the official code's default): the mean is the posterior mean (eq. 7) of the predicted x_0
+        = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) clipped to [-1, 1]; unclipped, the two agree.
         """
         if variance not in ("beta", "posterior"):
             raise ValueError(f"GaussianDiffusion.sample: variance must be 'beta' or 'posterior'; got {variance!r}")
@@ -464,8 +467,13 @@ class GaussianDiffusion:
             for step in reversed(range(self.num_timesteps)):
                 t = torch.full((shape[0],), step, dtype=torch.long, device=x.device)
                 eps = model(x, t)
-                coef = self._at(self.betas / (1 - self.alpha_bars).sqrt(), t, x)
-                mean = (x - coef * eps) / self._at(self.alphas.sqrt(), t, x)
+                if clip_denoised:  # mu~(x_t, x0) = (sqrt(ab_{t-1}) beta_t x0 + sqrt(alpha_t) (1 - ab_{t-1}) x_t) / (1 - ab_t)
+                    ab, abp = self._at(self.alpha_bars, t, x), self._at(ab_prev, t, x)
+                    x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+                    mean = (abp.sqrt() * self._at(self.betas, t, x) * x0 + self._at(self.alphas.sqrt(), t, x) * (1 - abp) * x) / (1 - ab)
+                else:
+                    coef = self._at(self.betas / (1 - self.alpha_bars).sqrt(), t, x)
+                    mean = (x - coef * eps) / self._at(self.alphas.sqrt(), t, x)
                 if step > 0:
                     z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
                     x = mean + self._at(sigma2.sqrt(), t, x) * z
@@ -483,13 +491,15 @@ class GaussianDiffusion:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        clip_denoised: bool = False,
     ) -> torch.Tensor:
         """DDIM sampling (Song et al., 2021, eq. 12) over ``steps`` evenly spaced time steps.
 
         x_{prev} = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps + sigma z, with
         x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) and
         sigma = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev).
-        eta = 0 is deterministic given x_T; eta = 1 is DDPM-like. Returns (B, C, H, W).
+        eta = 0 is deterministic given x_T; eta = 1 is DDPM-like. ``clip_denoised``: x0_hat clipped to
+        [-1, 1] and eps recomputed from it (as diffusers' DDIMScheduler with clip_sample). Returns (B, C, H, W).
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"ddim_sample expects 1 <= steps <= {self.num_timesteps}; got {steps}")
@@ -505,6 +515,9 @@ class GaussianDiffusion:
                 ab_prev = self.alpha_bars[taus[i - 1]] if i > 0 else self.alpha_bars.new_tensor(1.0)
                 eps = model(x, t)
                 x0_hat = (x - (1 - ab).sqrt().item() * eps) / ab.sqrt().item()
+                if clip_denoised:
+                    x0_hat = x0_hat.clamp(-1, 1)
+                    eps = (x - ab.sqrt().item() * x0_hat) / (1 - ab).sqrt().item()
                 sigma = (eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()).item()
                 x = ab_prev.sqrt().item() * x0_hat + math.sqrt(max(1 - ab_prev.item() - sigma**2, 0.0)) * eps
                 if sigma > 0:

@@ -100,14 +100,10 @@ class _Oracle(nn.Module):
         return (x - ab.sqrt() * self.c) / (1 - ab).sqrt()
 
 
-def test_samplers_recover_the_one_point_of_an_oracles_data_and_ddim_eta0_is_deterministic() -> None:
+def test_samplers_recover_the_one_point_of_an_oracles_data_clip_and_ddim_eta0_is_deterministic() -> None:
     diffusion = GaussianDiffusion.linear(100, 1e-3, 0.2)
     c = torch.linspace(-0.8, 0.8, 16).view(1, 1, 4, 4)
     oracle = _Oracle(diffusion, c)
-    x = diffusion.ddim_sample(oracle, (3, 1, 4, 4), steps=10, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(x, c.expand_as(x), atol=1e-4)  # float32 over 10 steps
-    x = diffusion.sample(oracle, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(x, c.expand_as(x), atol=1e-4)  # the last ancestral step lands on c exactly (up to float32)
     torch.manual_seed(0)
     net = nnatlas.create("ddpm_tiny", image_size=8, ch=8, num_groups=4, attn_resolutions=(4,), num_timesteps=100).eval()
     with torch.no_grad():  # the zero-initialised output conv would predict eps = 0 everywhere
@@ -116,9 +112,20 @@ def test_samplers_recover_the_one_point_of_an_oracles_data_and_ddim_eta0_is_dete
     def ddim(seed: int, eta: float = 0.0) -> torch.Tensor:
         return diffusion.ddim_sample(net, (2, 1, 8, 8), steps=5, eta=eta, generator=torch.Generator().manual_seed(seed))
 
+    for clip in (False, True):  # the oracle's x_0 lies in [-1, 1]: clipping changes nothing
+        x = diffusion.ddim_sample(oracle, (3, 1, 4, 4), steps=10, generator=torch.Generator().manual_seed(0), clip_denoised=clip)
+        assert torch.allclose(x, c.expand_as(x), atol=1e-4)
+        x = diffusion.sample(oracle, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0), clip_denoised=clip)
+        assert torch.allclose(x, c.expand_as(x), atol=1e-4)
     assert torch.equal(ddim(0), ddim(0))  # eta 0: x_T decides everything
     assert not torch.equal(ddim(0), ddim(1))
     assert not torch.equal(ddim(0), ddim(0, eta=1.0))  # eta 1 adds noise at every step
+    # clipped, the last step of either sampler returns the clipped x_0 itself: in [-1, 1] whatever the model says
+    gen = torch.Generator().manual_seed(0)
+    for x in (diffusion.ddim_sample(net, (2, 1, 8, 8), steps=5, generator=gen, clip_denoised=True),
+              diffusion.sample(net, (2, 1, 8, 8), generator=gen, clip_denoised=True)):  # fmt: skip
+        assert x.abs().max() <= 1.0 + 1e-4  # float32 round-off: beta_1 / (1 - alpha_bar_1) = 1 + 1.3e-5
+    assert diffusion.sample(net, (2, 1, 8, 8), generator=gen).abs().max() > 1.0  # unclipped it strays
 
 
 def _bundle(images: torch.Tensor) -> DataBundle:

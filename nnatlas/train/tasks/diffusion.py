@@ -20,7 +20,8 @@ with one fixed (t, eps) per image (seeded by the image's index), so evaluations 
 
 Artefacts at each evaluation: a grid of samples of the ancestral DDPM sampler (Algorithm 2,
 T steps; ``--ddpm-samples`` of them) and one of DDIM (Song et al., 2021; ``--ddim-steps`` 50,
-eta 0), each from its own fixed ``torch.Generator``. At the last evaluation (and every
+eta 0), each from its own fixed ``torch.Generator``; both clip each step's predicted x_0 to [-1, 1]
+as the official DDPM code does (``--no-clip-denoised``: the bare equations, which leave some samples in noise). At the last evaluation (and every
 ``--quality-every`` steps) the sample quality: a LeNet classifies ``--quality-samples`` (1,000)
 DDIM samples; ``quality.json`` holds the share classified with confidence >= 0.9, the class
 histogram, and the Fréchet distance in the LeNet's penultimate features (the input of its last
@@ -62,6 +63,7 @@ __all__ = [
     "judge_summary",
     "penultimate_features",
     "train_judge",
+    "judge_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,32 @@ def train_judge(out: Path, data: str, data_dir: str | None) -> Path:
     return out
 
 
+def judge_run(
+    run_dir: str | Path, *, samples: int = 1000, judge: str | Path | None = None, data_dir: str | None = None,
+    weights: str = "last", device: str = "cpu", **options: Any,
+) -> dict[str, Any]:
+    """The sample quality of a finished ``nnatlas train`` diffusion run, on request: what its last evaluation
+    writes to ``quality.json``, for ``samples`` DDIM samples of its ``weights``. ``options`` override the run's
+    task options (``ddim_steps=100``, ``clip_denoised=False``); the judge is ``judge``, else the run's."""
+    from nnatlas import data
+    from nnatlas.train.trainer import load
+
+    run_dir = Path(run_dir)
+    doc = json.loads((run_dir / "config.json").read_text("utf-8"))
+    bundle = data.load(doc["plan"]["data"], data_dir=data_dir if data_dir is not None else doc["config"].get("data_dir"))
+    trained = load(run_dir, weights=weights, device=device, bundle=bundle)
+    task = trained.task
+    if not isinstance(task, DiffusionTask):
+        raise ValueError(f"judge_run expects a run of the diffusion task; {run_dir} ran {task.kind}")
+    for name, value in options.items():
+        if name not in task.options:
+            raise ValueError(f"judge_run: the diffusion task has no option {name!r}; options: {', '.join(task.options)}")
+        task.options[name].validate(name, value)
+        task.opts[name] = value
+    verdict = load(Path(judge) if judge else task.judge_dir(run_dir), device=device)
+    return task.quality(trained.model, verdict, samples) | {"judge": str(verdict.run_dir), "weights": trained.weights}
+
+
 # --------------------------------------------------------------------------------------------
 # The task
 # --------------------------------------------------------------------------------------------
@@ -193,6 +221,8 @@ DIFFUSION_OPTIONS = {
                               "(at most the test images scored, --limit-test; 0: no judging)", check=_count, expect="an integer >= 0"),
     "quality_every": Option(int, 0, "also judge the samples at evaluations every N steps (0: the last only)",
                             check=_count, expect="an integer >= 0"),
+    "clip_denoised": Option(bool, True, "clip each step's predicted x_0 to [-1, 1] while sampling (the official DDPM code's "
+                            "clip_denoised; --no-clip-denoised samples with the bare equations)"),
     "judge": Option(str, None, "a run folder of nnatlas train lenet on the same data (default: train one into OUT/judge)"),
 }  # fmt: skip
 
@@ -327,13 +357,14 @@ class DiffusionTask(Task):
         gen = torch.Generator(device=device).manual_seed(seed)
         C, S = self.shape[0], self.side
         steps = min(steps or int(self.opts["ddim_steps"]), self.diffusion.num_timesteps)
+        clip = bool(self.opts["clip_denoised"])
         out = []
         for start in range(0, n, SAMPLE_CHUNK):
             shape = (min(SAMPLE_CHUNK, n - start), C, S, S)
             if sampler == "ddpm":
-                x = self.diffusion.sample(model, shape, generator=gen, device=device)
+                x = self.diffusion.sample(model, shape, generator=gen, device=device, clip_denoised=clip)
             else:
-                x = self.diffusion.ddim_sample(model, shape, steps=steps, eta=0.0, generator=gen, device=device)
+                x = self.diffusion.ddim_sample(model, shape, steps=steps, eta=0.0, generator=gen, device=device, clip_denoised=clip)
             out.append(self.outputs(x).cpu())
         return torch.cat(out)
 
