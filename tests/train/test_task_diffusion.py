@@ -28,6 +28,7 @@ from nnatlas.train.tasks.diffusion import (
     DiffusionTask,
     frechet_distance,
     gaussian_frechet_distance,
+    judge_run,
     judge_summary,
     penultimate_features,
 )
@@ -178,6 +179,9 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     assert any(not torch.equal(ref_ckpt[f"model.{k}"], v) for k, v in saved.items())
     loaded = nnatlas.load(tmp_path / "ref", weights="last")
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in saved.items())
+    q = judge_run(tmp_path / "ref", samples=8, ddim_steps=2)  # on request: trains the judge into OUT/judge
+    assert q["samples"] == 8 and 0 <= q["confident_share"] <= 1 and sum(q["class_histogram"]) == pytest.approx(1.0)
+    assert (tmp_path / "ref" / "judge" / "final.json").is_file() and math.isfinite(q["fid_lenet"])
 
     killed = tmp_path / "killed"
     kill_after_first_checkpoint(cmd, killed, env)

@@ -60,10 +60,10 @@ __all__ = [
     "DiffusionTask",
     "frechet_distance",
     "gaussian_frechet_distance",
+    "judge_run",
     "judge_summary",
     "penultimate_features",
     "train_judge",
-    "judge_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,11 @@ def judge_run(
 
     run_dir = Path(run_dir)
     doc = json.loads((run_dir / "config.json").read_text("utf-8"))
+    if doc["plan"]["task"] != DiffusionTask.kind:
+        raise ValueError(f"judge_run expects a run of the diffusion task; {run_dir} ran {doc['plan']['task']}")
     bundle = data.load(doc["plan"]["data"], data_dir=data_dir if data_dir is not None else doc["config"].get("data_dir"))
     trained = load(run_dir, weights=weights, device=device, bundle=bundle)
     task = trained.task
-    if not isinstance(task, DiffusionTask):
-        raise ValueError(f"judge_run expects a run of the diffusion task; {run_dir} ran {task.kind}")
     for name, value in options.items():
         if name not in task.options:
             raise ValueError(f"judge_run: the diffusion task has no option {name!r}; options: {', '.join(task.options)}")
