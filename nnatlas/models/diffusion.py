@@ -586,7 +586,9 @@ def ddpm(**overrides: object) -> DDPMUNet:
             optimizer="adam", lr=2e-3, schedule="onecycle", batch_size=64, steps=4000, eval_every=2000, clip_grad=1.0, ema=0.999,
             source="nnatlas's CPU recipe: Ho et al.'s L_simple, Adam, T = 1000 linear betas and an EMA of the weights, "
             "shortened for 2 CPU cores (4,000 steps of 64 instead of 800k of 128, lr 2e-3 1cycle instead of 2e-4, EMA 0.999 "
-            "instead of 0.9999, gradient clipping at 1 as the official code)",
+            "instead of 0.9999, gradient clipping at 1 as the official code). On MNIST: 72.7% of 1,000 DDIM samples judged "
+            "confident (>= 0.9) by a LeNet, every digit 6.9-12.3%, Fréchet 31.6 (real halves 1.46), still rising (60% at "
+            "step 2,000); 51 min of training on one thread of a loaded 2-core machine. Issue 9 asks for 90%: more steps",
         ),
     ),
     example_input=_images_and_steps(1, 28),
