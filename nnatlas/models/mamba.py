@@ -62,7 +62,7 @@ from nnatlas.nn.names import name
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model, register_reference, transfer_state
 
 __all__ = [
-    "MambaConfig", "selective_scan", "MambaMixer", "MambaBlock", "Mamba", "MambaState", "MambaLayerState",
+    "MambaConfig", "selective_scan", "CausalConv1d", "MambaMixer", "MambaBlock", "Mamba", "MambaState", "MambaLayerState",
     "mamba_130m", "mamba_tiny",
 ]
 
@@ -336,6 +336,28 @@ def selective_scan(
 # --- layers, leaf to root --------------------------------------------------------------
 
 
+class CausalConv1d(nn.Conv1d):
+    """Mamba's depthwise causal convolution, time-major: x (B, L, I) -> (B, L, I) with
+    out_t = b + sum_k w_k x_{t-K+1+k} (zeros before the first step): ``nn.Conv1d(I, I, K,
+    groups=I, padding=K - 1)`` trimmed to its first L outputs, with the same parameters (weight
+    (I, 1, K), bias (I,)), so checkpoints map unchanged. Computed as K shifted multiply-adds in
+    the (B, L, I) layout the projections produce: a channels-first convolution needs two
+    transposing copies around it, which at 2,048 tokens cost more than the scan's exp."""
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, I) -> (B, L, I)."""
+        L, K = x.shape[1], self.kernel_size[0]
+        w = self.weight[:, 0, :]  # (I, K)
+        xp = F.pad(x, (0, 0, K - 1, 0))  # (B, K - 1 + L, I): K - 1 zero steps before the first
+        out = xp[:, K - 1 :] * w[:, K - 1]  # (B, L, I): w_{K-1} x_t
+        for k in range(K - 1):
+            out = out.addcmul_(xp[:, k : k + L], w[:, k])  # + w_k x_{t-K+1+k}
+        return out if self.bias is None else out.add_(self.bias)
+
+
 class MambaMixer(nn.Module):
     """One Mamba mixer: projections, causal conv, selective scan, gate (paper Figure 3)."""
 
@@ -359,7 +381,7 @@ class MambaMixer(nn.Module):
             raise ValueError(f"MambaMixer: scan must be one of {SCANS}; got {scan!r}")
         self.d_state, self.dt_rank, self.scan = d_state, dt_rank, scan
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)  # x and z
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.conv1d = CausalConv1d(d_inner, d_conv, bias=conv_bias)  # time-major: (B, L, I) -> (B, L, I)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)  # delta (low rank), B, C
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)  # (I, N): S4D-Real, A_n = -n
@@ -377,11 +399,11 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (B, L, D) -> (B, L, D)."""
         batch, L, _ = hidden.shape
-        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2I, L)
-        x, z = xz.chunk(2, dim=1)  # (B, I, L) each
-        z = name(z, "Z", desc="gate", dims="B I L")
-        x = F.silu(self.conv1d(x)[..., :L])  # (B, I, L): the first L outputs see no future step
-        x = name(x, "X", "SiLU(causal conv1d(x))", desc="input projection", dims="B I L")
+        xz = self.in_proj(hidden)  # (B, L, 2I)
+        x, z = xz.chunk(2, dim=-1)  # (B, L, I) each
+        z = name(z.transpose(1, 2), "Z", desc="gate", dims="B I L")  # (B, I, L), a view
+        x = F.silu(self.conv1d(x))  # (B, L, I): causal, no step sees a later one
+        x = name(x.transpose(1, 2), "X", "SiLU(causal conv1d(x))", desc="input projection", dims="B I L")  # a view
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)  # (B, L, R), (B, L, N) x2
         B, C = name(B, "B", dims="B L N"), name(C, "C", dims="B L N")  # input-dependent: the selection
