@@ -16,8 +16,8 @@ R dt_rank, K d_conv, V vocabulary. In code the paper's selective matrices keep t
     lm_head, tied to the embedding              (B, L, V)
 
     MambaMixer (one layer)
-    in_proj               (B, L, D) -> (B, L, 2I), split into x and z, each (B, I, L)
-    conv1d + SiLU         depthwise, kernel K, padding K - 1 trimmed to the first L: causal
+    in_proj               (B, L, D) -> (B, L, 2I), split into x and z, each (B, L, I)
+    conv1d + SiLU         depthwise, kernel K, causal (K - 1 zero steps before the first)
     x_proj                (B, L, I) -> delta (B, L, R), B (B, L, N), C (B, L, N)
     dt_proj + softplus    delta (B, I, L), positive step sizes
     selective scan        h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t    (B, I, N) per step

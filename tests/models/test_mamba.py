@@ -269,3 +269,17 @@ def test_parallel_path_softplus_equals_torch(dtype: torch.dtype) -> None:
     (g_ours,) = torch.autograd.grad(ours.sum(), x)
     (g_ref,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(g_ours, g_ref, rtol=4 * eps, atol=tiny)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_conv_equals_torch_conv1d(bias: bool) -> None:
+    """CausalConv1d (time-major, shifted multiply-adds) = nn.Conv1d(padding K - 1) trimmed to the first L outputs."""
+    from nnatlas.models.mamba import CausalConv1d
+
+    torch.manual_seed(0)
+    ours = CausalConv1d(6, 4, bias=bias).double()
+    ref = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 11, 6, dtype=torch.float64)  # (B, L, I)
+    expected = ref(x.transpose(1, 2))[..., :11].transpose(1, 2)
+    torch.testing.assert_close(ours(x), expected, rtol=1e-12, atol=1e-12)  # float64, sums in another order
