@@ -273,6 +273,10 @@ def unet(**overrides) -> UNet:
         small_input_shape=(1, 188, 188),
         task="segmentation",
         published_params=31_030_658,
+        recipe=Recipe(optimizer="adam", lr=1e-3, schedule="onecycle", batch_size=1, steps=1200, eval_every=400,
+                      source="the paper's batch: one 572x572 tile a step ('we favor large input tiles over a large batch "
+                      "size'); Adam with 1cycle in place of its SGD with momentum 0.99 (it gives no learning rate); "
+                      "a CPU budget of steps, measured with --model-arg base_channels=16"),
         seed=Seed("003_979c5363c5233b21.txt", "Unet"),
         notes=(
             "The paper's Figure 1: unpadded 3x3 convolutions with ReLU and no batch norm, 64-128-256-512-1024 maps, "
