@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from nnatlas.data import load_csv_series
 from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.forecast import ForecastTask, forecast_metrics, persistence, seasonal_naive
-from kill_resume import kill_after_first_checkpoint, subprocess_env
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -163,17 +162,8 @@ def test_forecast_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
         [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "time_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert rows(tmp_path / "ref") == rows(killed)
-    assert {"test_rmse", "test_persistence_rmse", "test_seasonal_rmse", "test_multi_rmse"} <= set(rows(killed)[-1])
+    rows = assert_same_run(tmp_path / "ref", killed)
+    assert {"test_rmse", "test_persistence_rmse", "test_seasonal_rmse", "test_multi_rmse"} <= set(rows[-1])
     manifest = json.loads((killed / "artefacts" / "manifest.json").read_text())
     assert any(f.startswith("forecast-") and f.endswith(".png") for files in manifest.values() for f in files)
 

@@ -4,7 +4,6 @@ trainer's generator, and SIGKILL + --resume bitwise for one model of each kind."
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -31,7 +29,7 @@ from nnatlas.train.tasks.generative import (
     log_importance_weights,
     psnr,
 )
-from kill_resume import kill_after_first_checkpoint, subprocess_env
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -237,13 +235,4 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(model: st
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {model}" in resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "time_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert rows(tmp_path / "ref") == rows(killed)
+    assert_same_run(tmp_path / "ref", killed)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 import nnatlas
@@ -22,7 +21,7 @@ from nnatlas.train import TrainConfig, train
 from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks import task_class
 from nnatlas.train.tasks.graph import IGNORE_INDEX, NodeClassificationTask
-from kill_resume import kill_after_first_checkpoint, subprocess_env
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -197,13 +196,4 @@ def test_gcn_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_pat
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming gcn" in resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "time_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert rows(tmp_path / "ref") == rows(killed)
+    assert_same_run(tmp_path / "ref", killed)

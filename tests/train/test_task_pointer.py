@@ -3,7 +3,6 @@ conventions on its files, the metrics through the task, and SIGKILL + --resume b
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -12,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kill_resume import kill_after_first_checkpoint, subprocess_env
-from safetensors.torch import load_file
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -165,13 +163,7 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted_run_bitwise(tmp_path:
     resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming pointer_net" in resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-    assert rows(tmp_path / "ref") == rows(killed)
+    assert_same_run(tmp_path / "ref", killed)
 
 
 def test_train_data_file_reads_the_training_split_and_a_bundle_without_a_problem_is_refused() -> None:

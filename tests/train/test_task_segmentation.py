@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from kill_resume import kill_after_first_checkpoint, subprocess_env
-from safetensors.torch import load_file
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 from skimage.metrics import adapted_rand_error
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -250,17 +249,8 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming unet" in resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "time_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert rows(tmp_path / "ref") == rows(killed)
-    row = rows(killed)[-1]
+    rows = assert_same_run(tmp_path / "ref", killed)
+    row = rows[-1]
     assert 0 <= row["test_pixel_error"] <= 1 and math.isfinite(row["test_rand_error"])
     manifest = json.loads((killed / "artefacts" / "manifest.json").read_text())
     assert manifest == {"step-00000012": ["step-00000012-test0.png"]}

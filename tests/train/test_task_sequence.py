@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -18,7 +17,7 @@ import nnatlas
 from nnatlas.data import DataBundle, load
 from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks.sequence import SequenceClassificationTask, confusion_metrics
-from kill_resume import kill_after_first_checkpoint, subprocess_env
+from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
 
@@ -151,17 +150,8 @@ def test_sequence_run_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwis
         [*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
-    a, b = load_file(tmp_path / "ref" / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    def rows(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "time_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert rows(tmp_path / "ref") == rows(killed)
-    assert {"test_acc", "test_macro_acc"} <= set(rows(killed)[-1])
+    rows = assert_same_run(tmp_path / "ref", killed)
+    assert {"test_acc", "test_macro_acc"} <= set(rows[-1])
     manifest = json.loads((killed / "artefacts" / "manifest.json").read_text())
     assert any(f.startswith("confusion-") and f.endswith(".png") for files in manifest.values() for f in files)
 
