@@ -46,6 +46,8 @@ __all__ = [
     "datasets_for",
     "config_fields",
     "probe",
+    "unwrap",
+    "positive_int",
 ]
 
 Batch = dict[str, Any]  # tensors on the training device (and plain values such as a graph's node count)
@@ -284,3 +286,15 @@ def probe(model: nn.Module, *inputs: Any) -> Any:
 
 def first(seq: Sequence[Any]) -> Any:
     return seq[0] if isinstance(seq, (tuple, list)) else seq
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel or torch.compile wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
+    return model
+
+
+def positive_int(v: Any) -> bool:
+    """An ``Option`` check: an int (not a bool) >= 1."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1

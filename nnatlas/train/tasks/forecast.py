@@ -47,7 +47,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nnatlas
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    positive_int,
+    probe,
+    register_task,
+)
 from nnatlas.train.tasks.vision import gather
 
 __all__ = ["ForecastTask", "SEASONS", "seasonal_naive", "persistence", "forecast_metrics"]
@@ -74,10 +84,6 @@ _SUM_NAMES = (
     "ms_sae",
     "m_n",
 )
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def persistence(series: Tensor, pos: Tensor, h: int = 1) -> Tensor:
@@ -148,14 +154,14 @@ class ForecastTask(Task):
             int,
             None,
             "the seasonal-naive baseline's period in steps (default: 11 for sunspots, 52 for co2, else 1)",
-            check=_positive_int,
+            check=positive_int,
             expect="an integer >= 1",
         ),
         "horizon": Option(
             int,
             None,
             "steps of the recursive multi-step forecast (default: one season)",
-            check=_positive_int,
+            check=positive_int,
             expect="an integer >= 1",
         ),
     }

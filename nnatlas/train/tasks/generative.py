@@ -46,7 +46,17 @@ from torch import Tensor, nn
 
 import nnatlas
 from nnatlas.train import checkpoint as ckpt
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    probe,
+    register_task,
+    unwrap,
+)
 from nnatlas.train.tasks.vision import gather
 
 __all__ = [
@@ -180,13 +190,6 @@ def _seeded_normal(indices: Tensor, shape: tuple[int, ...], salt: int) -> Tensor
     return torch.stack(
         [torch.randn(shape, generator=torch.Generator().manual_seed(EVAL_SEED + salt + int(i))) for i in indices]
     )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,7 +451,7 @@ class VAETask(GenerativeTask):
 
     @staticmethod
     def _latent(model: nn.Module) -> int:
-        return int(_unwrap(model).config.latent_size)
+        return int(unwrap(model).config.latent_size)
 
     def randomness(self, batch: Batch, generator: torch.Generator | None) -> None:
         if generator is not None:  # training: the reparameterisation's draw eps (B, Z)
@@ -462,7 +465,7 @@ class VAETask(GenerativeTask):
         return (rec + gaussian_kl(mu.float(), logvar.float()).sum()) / len(x)  # -ELBO per image
 
     def sums(self, model: nn.Module, batch: Batch) -> Tensor:
-        m = _unwrap(model)
+        m = unwrap(model)
         x = batch["x"].float()
         Z = self._latent(model)
         mu, logvar = (t.float() for t in m.encode(x))  # (B, Z) each
@@ -497,7 +500,7 @@ class VAETask(GenerativeTask):
         return out
 
     def artefacts(self, model: nn.Module, folder: Path, tag: str) -> list[Path]:
-        m = _unwrap(model)
+        m = unwrap(model)
         C, H, W = self.shape
         written = []
         with torch.no_grad():

@@ -28,19 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nnatlas
-from nnatlas.train.tasks.base import Batch, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import Batch, Plan, Task, check_model_args, config_fields, probe, register_task, unwrap
 
 __all__ = ["NodeClassificationTask", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # labels of nodes outside a split (F.cross_entropy's default ignore_index)
 SPLITS = ("train", "val", "test")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
 
 
 @register_task
@@ -147,7 +140,7 @@ class NodeClassificationTask(Task):
 
     def param_groups(self, model: nn.Module) -> Any:
         """The model's own groups where it defines them (GCN: weight decay on ``conv1`` only)."""
-        own = getattr(_unwrap(model), "param_groups", None)
+        own = getattr(unwrap(model), "param_groups", None)
         return own() if callable(own) else model.parameters()
 
     def inference(self) -> dict[str, Any]:

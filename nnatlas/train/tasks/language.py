@@ -44,7 +44,17 @@ from torch import Tensor, nn
 
 import nnatlas
 from nnatlas.models.generation import generate
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    positive_int,
+    probe,
+    register_task,
+)
 
 __all__ = ["LanguageModelTask", "DEFAULT_CONTEXT", "eval_windows"]
 
@@ -73,10 +83,6 @@ def eval_windows(n_ids: int, T: int) -> tuple[list[int], int]:
     return starts, rest or T
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 @register_task
 class LanguageModelTask(Task):
     """Causal next-token prediction on a token stream (see the module docstring)."""
@@ -87,7 +93,7 @@ class LanguageModelTask(Task):
     num_sums = 2
     options = {
         "context": Option(int, None, f"window length T (default: the model's context_length, else {DEFAULT_CONTEXT})",
-                          check=_positive_int, expect="an integer >= 1"),
+                          check=positive_int, expect="an integer >= 1"),
     }
 
     def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:

@@ -47,7 +47,17 @@ import nnatlas
 from nnatlas._io import atomic_write_text
 from nnatlas.models.bert import BertForMaskedLM, BertModel
 from nnatlas.train.tasks import subword
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    positive_int,
+    probe,
+    register_task,
+)
 
 __all__ = ["SPECIALS", "MaskedLMTask", "mask_tokens", "mlm_sums"]
 
@@ -100,10 +110,6 @@ def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def _positive(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 @register_task
 class MaskedLMTask(Task):
     kind = "masked_lm"
@@ -116,14 +122,14 @@ class MaskedLMTask(Task):
             int,
             8000,
             "size of the WordPiece vocabulary trained on the training split",
-            check=_positive,
+            check=positive_int,
             expect="an integer >= 1",
         ),
         "seq_len": Option(
             int,
             128,
             "tokens per masked-LM example, [CLS] and [SEP] included (BERT's first phase: 128)",
-            check=lambda v: _positive(v) and v >= 3,
+            check=lambda v: positive_int(v) and v >= 3,
             expect="an integer >= 3",
         ),
     }

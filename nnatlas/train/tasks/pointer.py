@@ -60,7 +60,18 @@ from torch import Tensor, nn
 import nnatlas
 from nnatlas.models.pointer_net import pointer_loss
 from nnatlas.train import checkpoint as ckpt
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    positive_int,
+    probe,
+    register_task,
+    unwrap,
+)
 from nnatlas.train.tasks.vision import gather
 
 __all__ = [
@@ -207,17 +218,6 @@ def _is_permutation(seq: np.ndarray, n: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 @register_task
 class PointerTask(Task):
     """Generated instances in, positions out: exact-sequence accuracy, hull coverage, tour lengths."""
@@ -227,12 +227,12 @@ class PointerTask(Task):
     best, mode = "test_loss", "min"
     options = {
         "beam_size": Option(int, 5, "beam width of the test metrics' beam search (1: greedy twice)",
-                            check=_positive, expect="an integer >= 1"),
+                            check=positive_int, expect="an integer >= 1"),
         "train_data": Option(str, "generated", "generated (new solved instances every step) or file (the data "
                              "set's training split)", check=lambda v: v in ("generated", "file"),
                              expect="generated or file"),
         "epoch_size": Option(int, 100_000, "generated instances that count as one epoch (evaluations, schedules)",
-                             check=_positive, expect="an integer >= 1"),
+                             check=positive_int, expect="an integer >= 1"),
     }  # fmt: skip
 
     def __init__(self, plan: Plan, bundle: Any | None, options: Mapping[str, Any]) -> None:
@@ -334,7 +334,7 @@ class PointerTask(Task):
 
     def decode(self, model: nn.Module, points: Tensor, beam_size: int = 1) -> Tensor:
         """Outputs (B, S) of greedy decoding (``beam_size=1``) or beam search, -1 after the end."""
-        net = _unwrap(model)
+        net = unwrap(model)
         if beam_size == 1:
             return net(points)[1]
         return net.beam_search(points, beam_size=beam_size)[0]
@@ -397,7 +397,7 @@ class PointerTask(Task):
         from matplotlib.figure import Figure
 
         k = min(PICTURES, self.size("test"))
-        device = next(_unwrap(model).parameters()).device
+        device = next(unwrap(model).parameters()).device
         b = self.batch("test", torch.arange(k), device=device)
         with torch.no_grad():
             out = self.decode(model, b["points"], self.opts["beam_size"]).cpu().numpy()

@@ -59,6 +59,7 @@ from nnatlas.train.tasks.base import (
     check_model_args,
     config_fields,
     first,
+    positive_int,
     probe,
     register_task,
 )
@@ -82,17 +83,13 @@ EVAL_TILE_SEARCH = 64  # input sides tried for the evaluation tile of a margin m
 NORM_SAMPLES = 64  # images the normalisation statistics come from
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 SEGMENTATION_OPTIONS = {
     "crop": Option(
         int,
         None,
         f"training tile side, the model's input (default: {DEFAULT_CROP} for models that keep the size; for models whose "
         "output is smaller, as unet_2015's valid convolutions, the card's input side, 572)",
-        check=_positive_int,
+        check=positive_int,
         expect="an integer >= 1",
     ),
     "elastic": Option(

@@ -43,7 +43,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import nnatlas
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    probe,
+    register_task,
+    unwrap,
+)
 from nnatlas.train.tasks.vision import gather
 
 __all__ = ["SequenceClassificationTask", "confusion_metrics", "plot_confusion"]
@@ -53,15 +63,8 @@ INPUT_FIELDS = ("input_size", "n_letters")  # the config field that holds F, by 
 CLASS_FIELDS = ("num_classes", "n_categories")  # the config field that holds C
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
-
-
 def _takes_lengths(model: nn.Module) -> bool:
-    return "lengths" in inspect.signature(_unwrap(model).forward).parameters
+    return "lengths" in inspect.signature(unwrap(model).forward).parameters
 
 
 def confusion_metrics(sums: Tensor, num_classes: int) -> tuple[dict[str, float], Tensor]:

@@ -52,7 +52,18 @@ from torch import Tensor, nn
 import nnatlas
 from nnatlas._io import atomic_write_text
 from nnatlas.train.tasks import subword
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    positive_int,
+    probe,
+    register_task,
+    unwrap,
+)
 
 __all__ = ["SPECIALS", "TranslationTask", "bleu_from_stats", "bleu_stats"]
 
@@ -85,17 +96,6 @@ def bleu_from_stats(stats: Tensor | Sequence[float]) -> float:
     return BLEU.compute_bleu(counts, totals, sys_len, ref_len, smooth_method="exp").score
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 @register_task
 class TranslationTask(Task):
     kind = "translation"
@@ -122,7 +122,7 @@ class TranslationTask(Task):
             int,
             4,
             "beam width of the test BLEU's beam search and of nnatlas translate (1: greedy only)",
-            check=_positive,
+            check=positive_int,
             expect="an integer >= 1",
         ),
         "length_penalty": Option(
@@ -327,7 +327,7 @@ class TranslationTask(Task):
         length_penalty: float | None = None,
     ) -> list[str]:
         """Translate a batch of encoded sources (B, S) into detokenised sentences (the model in eval mode)."""
-        net = _unwrap(model)
+        net = unwrap(model)
         alpha = self.opts["length_penalty"] if length_penalty is None else length_penalty
         ys = net.generate(
             src,
@@ -356,7 +356,7 @@ class TranslationTask(Task):
         """Raw source sentences -> translations (``beam_size`` default: the run's ``--beam-size``)."""
         tokenizer = self._tokenizer()
         K = self.opts["beam_size"] if beam_size is None else beam_size
-        device = next(_unwrap(model).parameters()).device
+        device = next(unwrap(model).parameters()).device
         out: list[str] = []
         for start in range(0, len(sentences), batch_size):
             chunk = [e.ids + [EOS] for e in tokenizer.encode_batch(list(sentences[start : start + batch_size]))]

@@ -35,7 +35,19 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 import nnatlas
-from nnatlas.train.tasks.base import Batch, Option, Plan, Task, check_model_args, config_fields, first, probe, register_task
+from nnatlas.train.tasks.base import (
+    Batch,
+    Option,
+    Plan,
+    Task,
+    check_model_args,
+    config_fields,
+    first,
+    positive_int,
+    probe,
+    register_task,
+    unwrap,
+)
 
 __all__ = ["ImagePlan", "ImageTask", "ClassificationTask", "BinaryTask", "RegressionTask", "gather", "SMALL_SIZES"]
 
@@ -145,13 +157,9 @@ def _augment_shift(size: tuple[int, int] | None) -> int:
     return max(1, size[0] // 16) if size is not None else 2
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
 IMAGE_OPTIONS = {
     "image_size": Option(int, None, "input size for models that take several sizes (default: the card's, or the smallest of 32, 64, ... that fits)",
-                         check=_positive_int, expect="an integer >= 1"),
+                         check=positive_int, expect="an integer >= 1"),
     "augment": Option(bool, True, "random shifts for image classification (--no-augment turns them off)"),
 }
 
@@ -319,13 +327,6 @@ def _ones(target: Tensor) -> Tensor:
     return torch.tensor(float(target.numel()), dtype=torch.float64, device=target.device)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
-
-
 @register_task
 class ClassificationTask(ImageTask):
     kind, best, mode = "classification", "test_acc", "max"
@@ -335,7 +336,7 @@ class ClassificationTask(ImageTask):
     def criterion(self, output: Any, target: Tensor, model: nn.Module) -> Tensor:
         if isinstance(output, (tuple, list)):  # (logits, *auxiliary logits): the model's config weighs the auxiliary losses
             main, *aux = output
-            weight = _unwrap(model).config.aux_weight
+            weight = unwrap(model).config.aux_weight
             return F.cross_entropy(main.float(), target) + weight * sum(F.cross_entropy(a.float(), target) for a in aux)
         return F.cross_entropy(output.float(), target)
 
