@@ -69,8 +69,13 @@ class DistContext:
         if flag.item() > 0:
             raise RuntimeError(f"rank {self.rank}: weights differ between ranks after training ({mismatched[:4]} on this rank)")
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = False) -> None:
+        """Leave the process group; after a run every rank finished, wait for the others first (a rank that
+        tears down its gloo pairs while a peer still uses them kills that peer: "terminate called without an
+        active exception")."""
         if self.enabled and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -552,12 +552,15 @@ def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     ctx = setup(device.type)
+    finished = False
     try:
         if device.type == "cuda" and ctx.enabled:
             device = torch.device("cuda", ctx.local_rank)
-        return _Run(cfg, task_cls, device, ctx, progress).run()
+        result = _Run(cfg, task_cls, device, ctx, progress).run()
+        finished = True
+        return result
     finally:
-        ctx.close()
+        ctx.close(finished=finished)
 
 
 class _Run:
