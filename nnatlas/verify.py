@@ -368,6 +368,19 @@ def _mamba_case(name: str) -> RefCase:
                    lambda g: (torch.randint(0, 64, (2, 23), generator=g),), lambda m, x: m(x[0]).logits)
 
 
+def _gpt_case(name: str) -> RefCase:
+    def build() -> nn.Module:
+        import transformers
+
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=4,
+                                         bos_token_id=0, eos_token_id=0)
+        return _perturb(transformers.GPT2LMHeadModel(config), torch.Generator().manual_seed(1))
+
+    return RefCase("transformers", "transformers.GPT2LMHeadModel", build, _convert_with(name),
+                   lambda g: (torch.randint(0, 64, (2, 23), generator=g),), lambda m, x: m(x[0]).logits)
+
+
 def _sinusoid(T: int, D: int) -> torch.Tensor:
     """Section 3.5 of Vaswani et al., written here independently of nnatlas's own function."""
     pos = torch.arange(T, dtype=torch.float64)[:, None]
@@ -458,6 +471,8 @@ def reference_cases(name: str) -> list[RefCase]:
         return [_mamba_case(name)]
     if family == "transformer" and name in registry._CONVERTERS:
         return [_transformer_case(name)]
+    if family == "gpt" and name in registry._CONVERTERS:
+        return [_gpt_case(name)]
     if family == "rnn":
         with torch.device("meta"):
             cell = getattr(getattr(nnatlas.create(name), "config", None), "cell", None)

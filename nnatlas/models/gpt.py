@@ -37,6 +37,7 @@ draw GPT; issue 8 asks for it beside the RNN and Mamba language models.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,9 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas.config import check_fields
-from nnatlas.errors import ConfigError, ShapeError, check_input
+from nnatlas.errors import ConfigError, ReferenceMismatchError, ShapeError, check_input
 from nnatlas.nn.attention import KVCache, MultiheadAttention
-from nnatlas.registry import ModelCard, Paper, Recipe, configure, register_model
+from nnatlas.registry import ModelCard, Paper, Recipe, configure, register_model, register_reference, transfer_state
 
 __all__ = ["GPTConfig", "Block", "GPT", "GPTState", "gpt_mini", "gpt_shakespeare"]
 
@@ -72,6 +73,7 @@ class GPTConfig:
     dropout: float = 0.0  # embeddings, attention weights, both residual branches
     bias: bool = False  # biases in every Linear and LayerNorm (nanoGPT's train.py defaults to False)
     impl: Literal["sdpa", "manual"] = "sdpa"
+    gelu_approximate: Literal["none", "tanh"] = "none"  # F.gelu's form: nanoGPT's exact erf; GPT-2's own "gelu_new" is tanh
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -83,13 +85,18 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}")
         if self.impl not in ("sdpa", "manual"):
             raise ConfigError(f"GPTConfig.impl must be 'sdpa' or 'manual'; got {self.impl!r}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ConfigError(f"GPTConfig.gelu_approximate must be 'none' or 'tanh'; got {self.gelu_approximate!r}")
 
 
 class Block(nn.Module):
     """One pre-LN decoder block: causal self-attention and a 4x GELU MLP, each a residual branch."""
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, bias: bool, impl: str) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float, bias: bool, impl: str, gelu_approximate: str = "none"
+    ) -> None:
         super().__init__()
+        self.gelu_approximate = gelu_approximate
         self.norm1 = nn.LayerNorm(d_model, bias=bias)  # nanoGPT: ln_1
         self.self_attn = MultiheadAttention(d_model, num_heads, dropout, bias=bias, batch_first=True, impl=impl)
         self.dropout1 = nn.Dropout(dropout)  # resid_dropout
@@ -99,7 +106,8 @@ class Block(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout2(self.linear2(F.gelu(self.linear1(x))))  # (B, T, D) -> (B, T, 4D) -> (B, T, D)
+        h = F.gelu(self.linear1(x), approximate=self.gelu_approximate)  # (B, T, 4D)
+        return self.dropout2(self.linear2(h))  # (B, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D); position t sees positions 0..t."""
@@ -140,7 +148,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(c.context_length, c.d_model)  # learned absolute positions
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, c.num_heads, c.dropout, c.bias, c.impl) for _ in range(c.num_layers)
+            Block(c.d_model, c.num_heads, c.dropout, c.bias, c.impl, c.gelu_approximate) for _ in range(c.num_layers)
         )
         self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
@@ -296,3 +304,75 @@ def gpt_mini(**overrides: object) -> GPT:
 )
 def gpt_shakespeare(**overrides: object) -> GPT:
     return GPT(configure(_BABY, overrides))
+
+
+# --- transformers' GPT-2 --------------------------------------------------------------------
+
+
+def _config_from_hf(hf) -> GPTConfig:  # noqa: ANN001
+    """Our config from a transformers ``GPT2Config`` (refusing what this GPT does not build)."""
+    problems = []
+    act = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}.get(hf.activation_function)
+    if act is None:
+        problems.append(f"activation_function {hf.activation_function!r} (this GPT has gelu, gelu_new or gelu_pytorch_tanh)")
+    if hf.n_inner not in (None, 4 * hf.n_embd):
+        problems.append(f"n_inner {hf.n_inner} (this GPT's MLP is 4 x n_embd = {4 * hf.n_embd})")
+    if hf.layer_norm_epsilon != 1e-5:
+        problems.append(f"layer_norm_epsilon {hf.layer_norm_epsilon} (this GPT's LayerNorms use 1e-5)")
+    if not hf.scale_attn_weights or hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn:
+        problems.append("attention scaled other than by 1/sqrt(head size)")
+    if len({hf.embd_pdrop, hf.attn_pdrop, hf.resid_pdrop}) != 1:
+        problems.append(f"dropouts embd {hf.embd_pdrop}, attn {hf.attn_pdrop}, resid {hf.resid_pdrop} differ (this GPT has one)")
+    if not getattr(hf, "tie_word_embeddings", True):
+        problems.append("an lm_head not tied to the token embedding")
+    if problems:
+        raise ReferenceMismatchError(f"GPT cannot hold this reference: {'; '.join(problems)}")
+    return GPTConfig(
+        vocab_size=hf.vocab_size, context_length=hf.n_positions, num_layers=hf.n_layer, num_heads=hf.n_head,
+        d_model=hf.n_embd, dropout=hf.resid_pdrop, bias=True, gelu_approximate=act,
+    )
+
+
+# our key -> transformers' (GPT2LMHeadModel); Conv1D weights are stored (in, out): transposed on the way
+_HF_RULES = (
+    (r"^(wte|wpe|ln_f)\.", r"transformer.\1."),
+    (r"^blocks\.(\d+)\.norm1\.", r"transformer.h.\1.ln_1."),
+    (r"^blocks\.(\d+)\.self_attn\.in_proj_", r"transformer.h.\1.attn.c_attn."),
+    (r"^blocks\.(\d+)\.self_attn\.out_proj\.", r"transformer.h.\1.attn.c_proj."),
+    (r"^blocks\.(\d+)\.norm2\.", r"transformer.h.\1.ln_2."),
+    (r"^blocks\.(\d+)\.linear1\.", r"transformer.h.\1.mlp.c_fc."),
+    (r"^blocks\.(\d+)\.linear2\.", r"transformer.h.\1.mlp.c_proj."),
+)
+
+
+def _hf_key(key: str) -> str:
+    if key == "lm_head.weight":
+        return "transformer.wte.weight"  # tied: the same tensor as wte
+    for pattern, repl in _HF_RULES:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    raise KeyError(key)
+
+
+@register_reference("gpt_mini", "gpt_shakespeare")
+def _from_transformers(name: str, ref: nn.Module) -> GPT:
+    """transformers' ``GPT2LMHeadModel`` -> an nnatlas GPT with its sizes and weights (biases on, the
+    reference's GELU form); ``nnatlas.from_reference("gpt_shakespeare", GPT2LMHeadModel.from_pretrained("gpt2"))``
+    holds OpenAI's GPT-2 small."""
+    if type(ref).__name__ != "GPT2LMHeadModel" or not hasattr(ref, "config"):
+        raise TypeError(f"from_reference({name!r}) expects transformers' GPT2LMHeadModel; got {type(ref).__name__}")
+    config = _config_from_hf(ref.config)
+    weight = ref.transformer.wte.weight
+    with torch.device(weight.device):
+        model = GPT(config).to(weight.dtype)
+    state = {}
+    for key, tensor in ref.state_dict().items():
+        if key == "lm_head.weight":
+            if tensor.data_ptr() != weight.data_ptr() and not torch.equal(tensor, weight):
+                raise ReferenceMismatchError("GPT2LMHeadModel: the reference's lm_head is not tied to its wte")
+            continue
+        conv1d = key.endswith(".weight") and any(f".{part}.weight" in key for part in ("c_attn", "c_proj", "c_fc"))
+        state[key] = tensor.t() if conv1d else tensor  # Conv1D (in, out) -> Linear (out, in)
+    transfer_state(model, state, _hf_key, source="transformers GPT2LMHeadModel")  # every key, both ways
+    return model.train(ref.training)
