@@ -13,6 +13,13 @@ Letters: N nodes, E edges, F input features, C classes. There is no batch dimens
 input is one graph (``batched=False`` on the cards). The paper also puts L2 weight decay
 5e-4 on the first layer only; that belongs to the optimiser (``model.conv1.parameters()``).
 
+Node features may be dense or a torch sparse COO/CSR matrix (N, F), as Kipf & Welling's code
+keeps them (tkipf/gcn: ``preprocess_features`` returns a sparse matrix, the first layer is built
+with ``sparse_inputs=True``). On sparse x the input dropout draws its masks for the stored values
+only (:func:`sparse_dropout`, their ``sparse_dropout``) and the first layer's X W is a sparse
+matmul: Cora's features are 98.7 % zeros, and dropping a zero changes nothing, so the outputs
+have the distribution dense dropout gives (drawn from a different random stream).
+
 ``gnn`` is seed 004's ``GCNLayer``, a graph layer *without* self-loops or normalisation:
 H' = ReLU(A H W + b). Two of them, as the seed stacks them, differ from the GCN only in the
 propagation. Seed 004 errata: its GNN applies ReLU after the output layer too, which clips
@@ -24,6 +31,7 @@ output layer as well.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas.config import check_fields
-from nnatlas.errors import ConfigError, check_input
+from nnatlas.errors import ConfigError, ShapeError, check_input
 from nnatlas.nn.graph import GCNConv, to_edge_index
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
-__all__ = ["GCNConfig", "GCN", "gcn", "gnn"]
+__all__ = ["GCNConfig", "GCN", "gcn", "gnn", "sparse_dropout"]
 
 GCN_PAPER = Paper(
     authors="Thomas N. Kipf, Max Welling",
@@ -66,6 +74,47 @@ class GCNConfig:
             raise ConfigError("GCNConfig.improved=True needs normalize=True (it changes the self-loop weight)")
 
 
+SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)  # the sparse feature layouts the GCN takes
+
+
+def sparse_dropout(x: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
+    """``dropout`` applied to the stored values of a sparse COO (coalesced) or CSR matrix only.
+
+    Kipf & Welling's ``sparse_dropout`` (tkipf/gcn, layers.py): each stored value is kept with
+    probability 1 - p and scaled by 1 / (1 - p), the zeros are left alone (a dropped zero is a
+    zero). The module's own ``p`` and training flag and the global RNG decide, as on a dense
+    tensor; the result has x's layout and sparsity pattern (dropped values are stored zeros).
+    """
+    if not dropout.training or dropout.p == 0.0:
+        return x
+    if x.layout == torch.sparse_coo:
+        x = x.coalesce()  # each entry stored once, so each is dropped once (a no-op on a coalesced x)
+        values = dropout(x.values())  # (nnz,): one Bernoulli draw per stored value
+        return torch.sparse_coo_tensor(x.indices(), values, x.shape, is_coalesced=True, check_invariants=False)
+    values = dropout(x.values())  # (nnz,)
+    with warnings.catch_warnings():  # torch's "CSR support is in beta" notice, not the user's concern
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
+
+
+def check_features(x: torch.Tensor, in_features: int, *, model: str, like: nn.Module) -> None:
+    """Node features (N, F) dense, sparse COO or sparse CSR, of the model's float dtype; raises
+    :class:`ShapeError` naming what was expected and what came."""
+    check_input(x, ("N", in_features), model=model, name="node features x", like=like)
+    if x.layout == torch.strided:
+        return
+    if x.layout not in SPARSE_LAYOUTS:
+        raise ShapeError(
+            f"{model} expects node features x (N, {in_features}) dense, sparse COO or sparse CSR; got layout "
+            f"{x.layout}; convert with x.to_sparse_csr()"
+        )
+    if x.dense_dim() != 0:
+        raise ShapeError(
+            f"{model} expects sparse node features x with scalar values (dense_dim 0); got dense_dim "
+            f"{x.dense_dim()} with shape {tuple(x.shape)}"
+        )
+
+
 class GCN(nn.Module):
     """Two graph convolutions with ReLU and dropout: node features -> class logits per node."""
 
@@ -81,12 +130,13 @@ class GCN(nn.Module):
     def forward(
         self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """x (N, F) float; adjacency (N, N) dense/sparse or edge_index (2, E) [+ edge_weight (E,)] -> logits (N, C)."""
-        check_input(x, ("N", self.config.in_features), model=self.name, name="node features x", like=self)
+        """x (N, F) float, dense or sparse COO/CSR; adjacency (N, N) dense/sparse or edge_index (2, E)
+        [+ edge_weight (E,)] -> logits (N, C)."""
+        check_features(x, self.config.in_features, model=self.name, like=self)
         # validate the graph once, naming this model; both layers then take the edge list
         edge_index, edge_weight = to_edge_index(adjacency, x.shape[0], edge_weight, model=self.name)
-        h = self.dropout(x)  # (N, F)
-        h = F.relu(self.conv1(h, edge_index, edge_weight))  # (N, H)
+        h = self.dropout(x) if x.layout == torch.strided else sparse_dropout(x, self.dropout)  # (N, F)
+        h = F.relu(self.conv1(h, edge_index, edge_weight))  # (N, H): on sparse h, X W is a sparse matmul
         h = self.dropout(h)  # (N, H)
         return self.conv2(h, edge_index, edge_weight)  # (N, C)
 
@@ -139,8 +189,9 @@ KIPF_WELLING_RECIPE = Recipe(optimizer="adam", lr=0.01, schedule="none", weight_
         seed=Seed("004_352144fce4abefd7.txt", "7. GCN (Graph Convolutional Network)"),
         notes="H' = D^-1/2 (A + I) D^-1/2 H W + b per layer, hidden 16, dropout 0.5 before each layer, ReLU between, "
         "Cora sizes (1433 features, 7 classes); 23,063 parameters. The adjacency may be dense (N, N), torch sparse "
-        "(COO/CSR) or an edge_index (2, E) with optional edge weights; each layer equals PyG's GCNConv "
-        "(nnatlas.nn.GCNConv.from_reference). Paper: weight decay 5e-4 on the first layer only, Adam lr 0.01, "
+        "(COO/CSR) or an edge_index (2, E) with optional edge weights; the node features dense or sparse "
+        "COO/CSR (then dropout on the stored values only and a sparse X W, as Kipf & Welling's code); each layer "
+        "equals PyG's GCNConv (nnatlas.nn.GCNConv.from_reference). Paper: weight decay 5e-4 on the first layer only, Adam lr 0.01, "
         "200 epochs. Seed 004 errata: its stacked GCN applies ReLU to the output layer; its other GCN ends in a "
         "softmax and applies nn.Linear before the adjacency without normalising it.",
         batched=False,

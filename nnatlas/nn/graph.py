@@ -221,8 +221,15 @@ class GCNConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """x (N, F), adjacency (N, N) dense/sparse or edge_index (2, E) [+ edge_weight (E,)] -> (N, F')."""
+        """x (N, F) dense or sparse COO/CSR, adjacency (N, N) dense/sparse or edge_index (2, E)
+        [+ edge_weight (E,)] -> (N, F')."""
         check_input(x, ("N", self.in_channels), model="GCNConv", name="x")
+        sparse = x.layout in (torch.sparse_coo, torch.sparse_csr)
+        if (x.layout != torch.strided and not sparse) or (sparse and x.dense_dim() != 0):
+            raise ShapeError(
+                f"GCNConv expects x ({x.shape[0]}, {self.in_channels}) dense, or sparse COO/CSR with scalar values; "
+                f"got layout {x.layout} with shape {tuple(x.shape)}"
+            )
         N = x.shape[0]
         if self._cached_graph is not None:  # cached=True: the graph of the first call, checked and normalised then
             edge_index, edge_weight = self._cached_graph
@@ -239,7 +246,14 @@ class GCNConv(nn.Module):
                 sparse_ok = x.dtype in (torch.float32, torch.float64) and x.device.type in ("cpu", "cuda")
                 if sparse_ok and (edge_weight is None or not edge_weight.requires_grad):
                     self._cached_csr = _csr_pair(edge_index, edge_weight, N, x.dtype)
-        h = self.lin(x)  # (N, F'): H W first, the cheaper order when F' < F
+        # (N, F'): H W first, the cheaper order when F' < F. On a sparse x, F.linear is torch's sparse
+        # matmul (its backward gives lin.weight dL/dh^T X, touching the stored values only), run in x's
+        # dtype under autocast too (torch has no bfloat16 CSR matmul on CPU; the sparse product is cheap)
+        if sparse and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                h = self.lin(x)
+        else:
+            h = self.lin(x)
         if self._cached_csr is not None and h.dtype == self._cached_csr[0].dtype:
             out = _SparseAggregate.apply(h, *self._cached_csr)  # (N, F'): Â h, one CSR matmul
             if self.bias is not None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import nnatlas
 from nnatlas.errors import ShapeError
-from nnatlas.models.gcn import GCN
+from nnatlas.models.gcn import GCN, sparse_dropout
 
 
 def _random_graph(n: int, p: float, seed: int) -> torch.Tensor:
@@ -131,3 +131,102 @@ def test_learns_karate_club() -> None:
     model = nnatlas.create("gcn", in_features=n, num_classes=2)
     accuracy = _train(model, torch.eye(n), edge_index, y, train)
     assert accuracy > 0.8, accuracy
+
+
+# --- sparse node features (Kipf & Welling's code: sparse X, dropout on its stored values, sparse X W) ---------
+
+
+def _features(n: int, f: int, density: float, seed: int) -> torch.Tensor:
+    """Dense (n, f) features with about ``density`` non-zeros, bag-of-words-like positive values."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.where(torch.rand(n, f, generator=g) < density, torch.rand(n, f, generator=g) + 0.1, 0.0)
+
+
+def _uncoalesced(x: torch.Tensor) -> torch.Tensor:
+    """x as a COO matrix that stores every entry twice, each holding half of its value."""
+    i = x.nonzero().T  # (2, nnz)
+    v = x[i[0], i[1]] / 2
+    return torch.sparse_coo_tensor(torch.cat([i, i], 1), torch.cat([v, v]), x.shape, check_invariants=True)
+
+
+SPARSE_FORMS = {
+    "coo": lambda x: x.to_sparse_coo(),
+    "csr": lambda x: x.to_sparse_csr(),
+    "coo-uncoalesced": _uncoalesced,
+}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("form", list(SPARSE_FORMS))
+@pytest.mark.parametrize("name", ["gcn", "gnn"])
+def test_sparse_features_equal_dense_in_eval(name: str, form: str) -> None:
+    """Eval mode (no dropout): same logits and the same weight gradients from sparse and dense x."""
+    torch.manual_seed(0)
+    model = nnatlas.create(name, in_features=50, hidden=8, num_classes=4).eval()
+    x, edge_index = _features(30, 50, 0.1, seed=1), _random_graph(30, 0.15, seed=2)
+    out, out_s = model(x, edge_index), model(SPARSE_FORMS[form](x), edge_index)
+    torch.testing.assert_close(out_s, out, rtol=1e-5, atol=1e-6)  # float32, sums reordered
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out_s, list(model.parameters()), grad),
+                    torch.autograd.grad(out, list(model.parameters()), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_dropout_drops_stored_values_only(layout: str) -> None:
+    """Zeros stay zero, survivors are scaled by 1 / (1 - p), and about p of the stored values are dropped."""
+    p = 0.3
+    x = _features(200, 100, 0.2, seed=3)  # about 4,000 stored values
+    xs = SPARSE_FORMS[layout](x)
+    dropout = torch.nn.Dropout(p)
+    torch.manual_seed(0)
+    out = sparse_dropout(xs, dropout)
+    assert out.layout == xs.layout
+    dense = out.to_dense()
+    assert torch.equal(dense[x == 0], torch.zeros(int((x == 0).sum())))  # a zero is never made non-zero
+    stored = x != 0
+    kept = dense[stored] != 0
+    torch.testing.assert_close(dense[stored][kept], x[stored][kept] / (1 - p), rtol=1e-6, atol=0)  # inverted dropout
+    n = int(stored.sum())
+    rate = 1 - kept.float().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5  # binomial standard deviation of the drop rate, about 0.007 here
+    assert abs(rate - p) < 5 * sigma, (rate, p, n)
+    dropout.eval()
+    assert sparse_dropout(xs, dropout) is xs  # eval: the identity, as nn.Dropout
+    assert sparse_dropout(xs, torch.nn.Dropout(0.0)) is xs
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_train_forward_is_dropout_then_layers_and_reproducible() -> None:
+    """Train mode: the model's forward is sparse_dropout(x), conv1, ReLU, dropout, conv2 under one
+    global seed (the trainer's per-step seed), bit for bit; another seed gives other masks."""
+    torch.manual_seed(0)
+    model = nnatlas.create("gcn", in_features=50, hidden=8, num_classes=4).train()
+    x, edge_index = _features(30, 50, 0.1, seed=4).to_sparse_csr(), _random_graph(30, 0.15, seed=5)
+    torch.manual_seed(7)
+    out = model(x, edge_index)
+    torch.manual_seed(7)
+    h = F.relu(model.conv1(sparse_dropout(x, model.dropout), edge_index))
+    expected = model.conv2(model.dropout(h), edge_index)
+    assert torch.equal(out, expected)
+    torch.manual_seed(7)
+    assert torch.equal(model(x, edge_index), out)  # seeded: reproducible
+    torch.manual_seed(8)
+    assert not torch.equal(model(x, edge_index), out)
+
+
+def test_bad_sparse_features_name_expected_and_got() -> None:
+    model = nnatlas.create("gcn", in_features=50)
+    x, edge_index = _features(30, 50, 0.1, seed=6), _random_graph(30, 0.15, seed=7)
+    with pytest.raises(ShapeError, match=r"GCN expects node features x \(N, 50\); got \(30, 49\)"):
+        model(x[:, :49].to_sparse_coo(), edge_index)
+    with pytest.raises(ShapeError, match=r"dense, sparse COO or sparse CSR; got layout torch.sparse_csc"):
+        model(x.to_sparse_csc(), edge_index)
+    with pytest.raises(ShapeError, match=r"of dtype torch.float32 \(the model's parameters\); got torch.float64"):
+        model(x.double().to_sparse_coo(), edge_index)
+    with pytest.raises(ShapeError, match="of a floating dtype; got torch.int64"):
+        model(x.long().to_sparse_coo(), edge_index)
+    hybrid = torch.sparse_coo_tensor(torch.tensor([[0, 3]]), torch.ones(2, 50), (30, 50), check_invariants=True)
+    with pytest.raises(ShapeError, match="scalar values \\(dense_dim 0\\); got dense_dim 1"):
+        model(hybrid, edge_index)

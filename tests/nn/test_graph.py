@@ -139,3 +139,54 @@ def test_from_reference_equals_pyg(kwargs: dict[str, bool], with_loops: bool) ->
 def test_from_reference_rejects_other_modules() -> None:
     with pytest.raises(TypeError, match="GCNConv"):
         GCNConv.from_reference(torch.nn.Linear(2, 2))
+
+
+def _sparse_features(layout: torch.layout, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node features (N, F_IN) with about 30 % non-zeros, dense and in ``layout``."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.where(torch.rand(N, F_IN, generator=g) < 0.3, torch.randn(N, F_IN, generator=g), 0.0).to(dtype)
+    return x, (x.to_sparse_coo() if layout == torch.sparse_coo else x.to_sparse_csr())
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr], ids=["coo", "csr"])
+def test_sparse_x_equals_dense_x(layout: torch.layout, cached: bool) -> None:
+    """X W as a sparse matmul: the dense x's outputs and gradients to lin.weight and bias."""
+    layer = _layer(cached=cached)
+    x, xs = _sparse_features(layout)
+    edge_index, edge_weight = _graph()
+    for _ in range(2):  # with cached=True the second call reads the cache
+        out, out_s = layer(x, edge_index, edge_weight), layer(xs, edge_index, edge_weight)
+        torch.testing.assert_close(out_s, out, rtol=1e-12, atol=1e-12)  # float64, sums reordered
+        grad = torch.randn_like(out)
+        for a, b in zip(torch.autograd.grad(out_s, list(layer.parameters()), grad),
+                        torch.autograd.grad(out, list(layer.parameters()), grad)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_x_under_bfloat16_autocast() -> None:
+    """torch has no bfloat16 CSR matmul on CPU: the sparse X W runs in x's dtype, the rest autocasts."""
+    layer = GCNConv(F_IN, F_OUT)
+    x, xs = _sparse_features(torch.sparse_csr, torch.float32)
+    edge_index, _ = _graph()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(xs, edge_index)
+    out.float().sum().backward()
+    assert layer.lin.weight.grad is not None and layer.lin.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), layer(x, edge_index), rtol=2e-2, atol=2e-2)  # bfloat16 has 8 mantissa bits
+
+
+def test_bad_sparse_x_raises_shape_error() -> None:
+    layer = GCNConv(F_IN, F_OUT)
+    edge_index, _ = _graph()
+    x, _ = _sparse_features(torch.sparse_coo, torch.float32)
+    with pytest.raises(ShapeError, match=r"dense, or sparse COO/CSR with scalar values; got layout torch.sparse_csc"):
+        layer(x.to_sparse_csc(), edge_index)
+    # sparse rows, dense columns: (N, F_IN) with sparse_dim 1, dense_dim 1
+    hybrid = torch.sparse_coo_tensor(torch.tensor([[0, 3]]), torch.ones(2, F_IN), (N, F_IN), check_invariants=True)
+    with pytest.raises(ShapeError, match="scalar values; got layout torch.sparse_coo"):
+        layer(hybrid, edge_index)
+    with pytest.raises(ShapeError, match=r"expects x \(N, 5\); got \(9, 4\)"):
+        layer(x[:, :4].to_sparse_coo(), edge_index)

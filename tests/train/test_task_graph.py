@@ -20,7 +20,7 @@ from nnatlas.cli import main
 from nnatlas.train import TrainConfig, train
 from nnatlas.train.checkpoint import load_checkpoint
 from nnatlas.train.tasks import task_class
-from nnatlas.train.tasks.graph import IGNORE_INDEX, NodeClassificationTask
+from nnatlas.train.tasks.graph import IGNORE_INDEX, NodeClassificationTask, feature_layout
 from kill_resume import assert_same_run, kill_after_first_checkpoint, subprocess_env
 
 CPU = torch.device("cpu")
@@ -73,6 +73,38 @@ def test_loss_and_accuracy_count_only_the_nodes_of_the_split() -> None:
         7 / 8
     )
     assert task.size("train") == task.size("val") == task.size("test") == 1
+
+
+def test_sparse_features_go_to_the_model_as_csr_unless_told_dense() -> None:
+    """Under 10 % non-zeros (karate's identity features: 1/34) the model gets a CSR matrix; the same
+    model scores the same on it as on the dense matrix; --feature-layout dense forces dense."""
+    bundle = data.load("karate")
+    task, model = NodeClassificationTask.fit("gcn", bundle, {}, {})
+    dense_task, _ = NodeClassificationTask.fit("gcn", bundle, {"feature_layout": "dense"}, {})
+    one = torch.tensor([0])
+    x, x_dense = task.batch("train", one, device=CPU)["x"], dense_task.batch("train", one, device=CPU)["x"]
+    assert (task.layout, x.layout) == ("sparse", torch.sparse_csr)
+    assert (dense_task.layout, x_dense.layout) == ("dense", torch.strided)
+    assert torch.equal(x.to_dense(), x_dense) and torch.equal(x_dense, bundle.meta["x"])
+    assert task.report_input(CPU)[0].layout == torch.strided  # the report draws the dense model
+    model.eval()
+    for split in ("val", "test"):
+        sparse_sums = task.sums(model, task.batch(split, one, device=CPU))
+        dense_sums = dense_task.sums(model, dense_task.batch(split, one, device=CPU))
+        torch.testing.assert_close(sparse_sums, dense_sums, rtol=1e-6, atol=1e-6)  # float32 logits, sums reordered
+
+
+def test_feature_layout_rule() -> None:
+    x = torch.zeros(10, 10)
+    x[:9, 0] = 1.0  # 9 % non-zero
+    assert feature_layout(x) == "sparse" and feature_layout(x, "dense") == "dense"
+    x[9, 0] = 1.0  # 10 %: not under the threshold
+    assert feature_layout(x) == "dense" and feature_layout(x, "sparse") == "sparse"
+
+
+def test_feature_layout_option_is_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["train", "gcn", "--feature-layout", "csc", "--out", str(tmp_path / "r")]) == 2
+    assert "--feature-layout must be auto, sparse or dense; got 'csc'" in capsys.readouterr().err
 
 
 def test_weight_decay_is_on_the_first_layer_only() -> None:
