@@ -36,6 +36,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -324,6 +325,68 @@ def case_gpt_flat(env: Env) -> list[Result]:
     return out
 
 
+def _hf_step_times(env: Env, ref: nn.Module, prompt: torch.Tensor, n: int) -> tuple[list[float], torch.Tensor]:
+    """Greedy decoding through transformers' own cache (past_key_values), timing every token (prefill excluded)."""
+    times = []
+    with torch.no_grad(), env.autocast():
+        out = ref(prompt, use_cache=True)
+        ids = prompt
+        for _ in range(n):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+            env.sync()
+            start = env.clock()
+            out = ref(nxt, past_key_values=out.past_key_values, use_cache=True)  # (its newest versions call it `cache`)
+            env.sync()
+            times.append(env.clock() - start)
+    return times, ids
+
+
+def case_gpt_transformers(env: Env) -> list[Result]:
+    """The per-token cost of a long generation, nnatlas's GPT beside transformers' GPT-2 holding the same
+    weights (gpt_shakespeare's sizes with GPT-2's biases and GELU): how each grows with the context, and
+    nnatlas's time per token against transformers' at the start and at the end."""
+    transformers = _optional("transformers")
+    if transformers is None:
+        return []
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*past_key_values.*is deprecated", category=FutureWarning)
+    N = 128 if env.quick else 512
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=65, n_positions=N + 64, n_embd=384, n_layer=6, n_head=6,
+                                     bos_token_id=0, eos_token_id=0)
+    ref = transformers.GPT2LMHeadModel(config).to(env.device).eval()
+    ours = nnatlas.from_reference("gpt_shakespeare", ref).eval()
+    prompt = torch.randint(0, 65, (1, 64), generator=torch.Generator().manual_seed(0)).to(env.device)
+    _step_times(env, ours, prompt, 16)  # warm-up
+    _hf_step_times(env, ref, prompt, 16)
+    first, last = {"ours": [], "ref": []}, {"ours": [], "ref": []}
+    same = True
+    for r in range(env.repeats):
+        for who in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
+            times, ids = _step_times(env, ours, prompt, N) if who == "ours" else _hf_step_times(env, ref, prompt, N)
+            first[who].append(statistics.median(times[:64]))
+            last[who].append(statistics.median(times[-64:]))
+            if who == "ours":
+                ours_ids = ids
+            else:
+                same = same and torch.equal(ours_ids, ids)
+    check = f"{N} greedy tokens identical to transformers' (same weights): {same}"
+    size = f"gpt_shakespeare sizes + GPT-2 biases, context {N + 64}"
+    return [
+        _result("generation", f"transformers GPT2LMHeadModel ({size}) step cost over {N} tokens", "last 64 tokens",
+                "first 64 tokens", last["ref"], first["ref"], check, unit="s per token"),
+        _result("generation", f"nnatlas GPT ({size}) step cost over {N} tokens", "last 64 tokens",
+                "first 64 tokens", last["ours"], first["ours"], check, unit="s per token"),
+        _result("generation", f"per token, first 64 of {N}: nnatlas vs transformers", "nnatlas", "transformers",
+                first["ours"], first["ref"], check, unit="s per token"),
+        _result("generation", f"per token, last 64 of {N}: nnatlas vs transformers", "nnatlas", "transformers",
+                last["ours"], last["ref"], check, unit="s per token"),
+    ]
+
+
 def case_mamba_step(env: Env) -> list[Result]:
     from nnatlas.models.generation import generate
 
@@ -558,6 +621,7 @@ CASES: dict[str, Callable[[Env], list[Result]]] = {
     "generation.transformer_greedy": case_transformer_greedy,
     "generation.transformer_beam": case_transformer_beam,
     "generation.gpt": case_gpt_flat,
+    "generation.gpt_transformers": case_gpt_transformers,
     "generation.mamba_step": case_mamba_step,
     "mamba.scan": case_mamba_scan,
     "graph.gcn": case_gcn,

@@ -309,7 +309,7 @@ def gpt_shakespeare(**overrides: object) -> GPT:
 # --- transformers' GPT-2 --------------------------------------------------------------------
 
 
-def _config_from_hf(hf) -> GPTConfig:  # noqa: ANN001
+def _config_from_hf(hf) -> GPTConfig:
     """Our config from a transformers ``GPT2Config`` (refusing what this GPT does not build)."""
     problems = []
     act = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}.get(hf.activation_function)

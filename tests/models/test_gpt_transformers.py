@@ -12,7 +12,7 @@ from nnatlas.errors import ReferenceMismatchError
 
 transformers = pytest.importorskip("transformers")
 
-SMALL = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=23, n_positions=40, bos_token_id=0, eos_token_id=0)
+SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 23, "n_positions": 40, "bos_token_id": 0, "eos_token_id": 0}
 
 
 def _reference(**overrides: object) -> torch.nn.Module:
