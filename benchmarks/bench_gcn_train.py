@@ -8,7 +8,7 @@ each epoch, dropout 0.5 on the features and the hidden layer, Adam lr 0.01 with 
 first layer only, up to 200 epochs, the validation loss evaluated each epoch, early stopping when
 it has not improved for 10 epochs, the test accuracy of the model at the stop. Three columns:
 ``nnatlas`` given the features as ``nnatlas train gcn`` gives them (a sparse CSR matrix when under
-10 % are non-zero, as Cora's: dropout on the stored values and a sparse X W), ``nnatlas-dense``
+15 % are non-zero, as Cora's: dropout on the stored values and a sparse X W), ``nnatlas-dense``
 given the dense matrix, and ``pyg`` (PyG's example, dense features, F.dropout). The rounds
 alternate the order of the columns (same seed within a round) so that a machine whose load changes
 treats all alike. ``--trainer`` adds a fourth: ``nnatlas.train`` itself with the card's recipe (it

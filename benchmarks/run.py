@@ -518,7 +518,7 @@ def case_gcn(env: Env) -> list[Result]:
             h = F.relu(self.conv1(F.dropout(x, 0.5, self.training), edge_index))
             return self.conv2(F.dropout(h, 0.5, self.training), edge_index)
 
-    # nnatlas train gcn hands features under 10 % non-zero (Cora: 1.3 %) to the model as CSR: dropout on the
+    # nnatlas train gcn hands features under 15 % non-zero (Cora: 1.3 %) to the model as CSR: dropout on the
     # stored values only and a sparse X W (Kipf & Welling's code); PyG's example drops out the dense matrix
     x_csr = x.to_sparse_csr()
     for cached in (False, True):
