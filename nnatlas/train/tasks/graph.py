@@ -73,9 +73,9 @@ def feature_layout(x: Tensor, choice: str = "auto") -> str:
     ``auto`` picks sparse when under :data:`SPARSE_BELOW` (15 %) of the entries are non-zero. The
     input dropout and X W, forward and backward, on one CPU thread at Cora's size (2708 x 1433, 16
     outputs), sparse CSR against dense: 1.7 ms against 53 ms at Cora's 1.3 %, 0.16x at 5 %, 0.4x at
-    10 % (PubMed's density), 0.93x at 20 %, 1.7x at 30 % (PubMed's size, 19717 x 500: 0.19x, 0.40x,
-    0.97x, 1.7x): sparse pays up to about 20 %, and 15 % leaves a margin. A model that takes dense
-    features only trains with ``choice="dense"`` (``--feature-layout dense``).
+    10 % (about PubMed's density), 0.93x at 20 %, 1.7x at 30 % (at PubMed's size, 19717 x 500:
+    0.19x, 0.40x, 0.97x, 1.7x): sparse pays up to about 20 %, and 15 % leaves a margin. A model
+    that takes dense features only trains with ``choice="dense"`` (``--feature-layout dense``).
     """
     if choice != "auto":
         return choice
