@@ -245,6 +245,8 @@ class MultiheadAttention(nn.Module):
     def _project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Q W^Q, K W^K, V W^V (plus biases): (B, L, E), (B, S, E), (B, S, E)."""
         E = self.embed_dim
+        if self._qkv_same_embed_dim and query is key and key is value:  # self-attention: one GEMM, (B, L, 3E)
+            return F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)  # views, no copies
         if self._qkv_same_embed_dim:
             w_q, w_k, w_v = self.in_proj_weight.split(E)
         else:
@@ -291,6 +293,7 @@ class MultiheadAttention(nn.Module):
         kernel from the same scores, before dropout.
         """
         unbatched = query.dim() == 2
+        self_attention = query is key and key is value  # x, x, x: projected by one GEMM in _project
         if unbatched:  # (L, E) -> one sequence
             query, key, value = (x.unsqueeze(1 - int(self.batch_first)) for x in (query, key, value))
             if key_padding_mask is not None:
@@ -301,6 +304,8 @@ class MultiheadAttention(nn.Module):
         B, L, _ = query.shape
         S, H, D = key.shape[1], self.num_heads, self.head_dim
 
+        if self_attention:  # the reshapes above gave three objects for one tensor
+            key = value = query
         q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
         mask = self._merge_masks(attn_mask, key_padding_mask, is_causal, B, L, S, q.dtype, q.device)
         if self.bias_k is not None:  # one learned key/value appended: S -> S + 1
