@@ -115,7 +115,8 @@ class BertLayer(TransformerEncoderLayer):
     dropout exactly where BERT has it, three places: the attention probabilities, the attention
     output (``BertSelfOutput``) and the feed-forward output (``BertOutput``). torch.nn's layer
     also drops out the GELU output inside the feed-forward block; BERT's ``BertIntermediate``
-    does not, so that one is an identity here. (B, T, H) -> (B, T, H)."""
+    does not, so that one is an identity here. Under one seed the train-mode output equals
+    transformers' (the same masks on the same tensors, in the same order). (B, T, H) -> (B, T, H)."""
 
     def __init__(
         self, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float, eps: float, impl: str
