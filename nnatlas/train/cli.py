@@ -41,6 +41,11 @@ def _betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
+def _escaped(text: str) -> str:
+    """argparse %-formats every help string (``%(default)s``): a task's own ``%`` must be doubled."""
+    return text.replace("%", "%%")
+
+
 def _add_task_options(p: argparse.ArgumentParser) -> None:
     """One flag per task option (``--image-size``, ...), grouped by the tasks that declare it.
 
@@ -55,10 +60,11 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
             groups[key] = p.add_argument_group(f"options of the {', '.join(kinds)} task{'s' if len(kinds) > 1 else ''}")
         g = groups[key]
         if opt.type is bool:
-            g.add_argument(flag, dest="task_" + name, action="store_true", default=None, help=opt.help)
+            g.add_argument(flag, dest="task_" + name, action="store_true", default=None, help=_escaped(opt.help))
             g.add_argument("--no-" + name.replace("_", "-"), dest="task_" + name, action="store_false", help=f"turn {flag} off")
         else:
-            g.add_argument(flag, dest="task_" + name, type=opt.type, default=None, help=f"{opt.help} (default {opt.default})")
+            help_text = _escaped(f"{opt.help} (default {opt.default})")
+            g.add_argument(flag, dest="task_" + name, type=opt.type, default=None, help=help_text)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -85,3 +85,18 @@ def test_the_marker_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(trainer._Run, "run", lambda self: (_ for _ in ()).throw(_Started()))
     with pytest.raises(_Started):
         main(["train", "mlp", "--epochs", "1"])
+
+
+@pytest.mark.parametrize("command", ["list", "show", "draw", "train", "eval", "translate", "generate", "verify", "atlas"])
+def test_every_help_prints(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` of each sub-command prints its options (argparse %-formats help strings: a bare
+    ``%`` in a task option's text once made ``nnatlas train --help`` a traceback)."""
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    if command not in sub.choices:
+        pytest.skip(f"no {command!r} sub-command")
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for opt, _ in _options(command):
+        assert opt in out
