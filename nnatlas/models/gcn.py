@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnatlas.config import check_fields
-from nnatlas.errors import ConfigError, ShapeError, check_input
-from nnatlas.nn.graph import GCNConv, to_edge_index
+from nnatlas.errors import ConfigError
+from nnatlas.nn.graph import GCNConv, check_node_features, to_edge_index
 from nnatlas.registry import ModelCard, Paper, Recipe, Seed, configure, register_model
 
 __all__ = ["GCNConfig", "GCN", "gcn", "gnn", "sparse_dropout"]
@@ -74,9 +74,6 @@ class GCNConfig:
             raise ConfigError("GCNConfig.improved=True needs normalize=True (it changes the self-loop weight)")
 
 
-SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)  # the sparse feature layouts the GCN takes
-
-
 def sparse_dropout(x: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
     """``dropout`` applied to the stored values of a sparse COO (coalesced) or CSR matrix only.
 
@@ -97,24 +94,6 @@ def sparse_dropout(x: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
         return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
 
 
-def check_features(x: torch.Tensor, in_features: int, *, model: str, like: nn.Module) -> None:
-    """Node features (N, F) dense, sparse COO or sparse CSR, of the model's float dtype; raises
-    :class:`ShapeError` naming what was expected and what came."""
-    check_input(x, ("N", in_features), model=model, name="node features x", like=like)
-    if x.layout == torch.strided:
-        return
-    if x.layout not in SPARSE_LAYOUTS:
-        raise ShapeError(
-            f"{model} expects node features x (N, {in_features}) dense, sparse COO or sparse CSR; got layout "
-            f"{x.layout}; convert with x.to_sparse_csr()"
-        )
-    if x.dense_dim() != 0:
-        raise ShapeError(
-            f"{model} expects sparse node features x with scalar values (dense_dim 0); got dense_dim "
-            f"{x.dense_dim()} with shape {tuple(x.shape)}"
-        )
-
-
 class GCN(nn.Module):
     """Two graph convolutions with ReLU and dropout: node features -> class logits per node."""
 
@@ -132,10 +111,10 @@ class GCN(nn.Module):
     ) -> torch.Tensor:
         """x (N, F) float, dense or sparse COO/CSR; adjacency (N, N) dense/sparse or edge_index (2, E)
         [+ edge_weight (E,)] -> logits (N, C)."""
-        check_features(x, self.config.in_features, model=self.name, like=self)
+        sparse = check_node_features(x, self.config.in_features, model=self.name, like=self)
         # validate the graph once, naming this model; both layers then take the edge list
         edge_index, edge_weight = to_edge_index(adjacency, x.shape[0], edge_weight, model=self.name)
-        h = self.dropout(x) if x.layout == torch.strided else sparse_dropout(x, self.dropout)  # (N, F)
+        h = sparse_dropout(x, self.dropout) if sparse else self.dropout(x)  # (N, F)
         h = F.relu(self.conv1(h, edge_index, edge_weight))  # (N, H): on sparse h, X W is a sparse matmul
         h = self.dropout(h)  # (N, H)
         return self.conv2(h, edge_index, edge_weight)  # (N, C)

@@ -34,7 +34,7 @@ from torch import nn
 from nnatlas.errors import ShapeError, check_input
 from nnatlas.nn.names import name
 
-__all__ = ["GCNConv", "to_edge_index", "gcn_norm"]
+__all__ = ["SPARSE_LAYOUTS", "GCNConv", "check_node_features", "gcn_norm", "to_edge_index"]
 
 
 def to_edge_index(
@@ -91,6 +91,31 @@ def to_edge_index(
     if edge_weight is not None:
         check_input(edge_weight, (edge_index.shape[1],), model=model, name="edge_weight")
     return edge_index, edge_weight
+
+
+SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)  # the sparse node-feature layouts GCNConv and the GCN take
+
+
+def check_node_features(
+    x: torch.Tensor, in_features: int, *, model: str, name: str = "node features x", like: nn.Module | None = None
+) -> bool:
+    """Node features (N, F) dense, sparse COO or sparse CSR (scalar values) of a floating dtype (the
+    parameters' with ``like``) -> whether they are sparse; raises :class:`ShapeError` naming what
+    was expected and what came."""
+    check_input(x, ("N", in_features), model=model, name=name, like=like)
+    if x.layout == torch.strided:
+        return False
+    if x.layout not in SPARSE_LAYOUTS:
+        raise ShapeError(
+            f"{model} expects {name} (N, {in_features}) dense, sparse COO or sparse CSR; got layout "
+            f"{x.layout}; convert with x.to_sparse_csr()"
+        )
+    if x.dense_dim() != 0:
+        raise ShapeError(
+            f"{model} expects sparse {name} with scalar values (dense_dim 0); got dense_dim "
+            f"{x.dense_dim()} with shape {tuple(x.shape)}"
+        )
+    return True
 
 
 def gcn_norm(
@@ -223,13 +248,7 @@ class GCNConv(nn.Module):
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, F) dense or sparse COO/CSR, adjacency (N, N) dense/sparse or edge_index (2, E)
         [+ edge_weight (E,)] -> (N, F')."""
-        check_input(x, ("N", self.in_channels), model="GCNConv", name="x")
-        sparse = x.layout in (torch.sparse_coo, torch.sparse_csr)
-        if (x.layout != torch.strided and not sparse) or (sparse and x.dense_dim() != 0):
-            raise ShapeError(
-                f"GCNConv expects x ({x.shape[0]}, {self.in_channels}) dense, or sparse COO/CSR with scalar values; "
-                f"got layout {x.layout} with shape {tuple(x.shape)}"
-            )
+        sparse = check_node_features(x, self.in_channels, model="GCNConv", name="x")
         N = x.shape[0]
         if self._cached_graph is not None:  # cached=True: the graph of the first call, checked and normalised then
             edge_index, edge_weight = self._cached_graph

@@ -182,11 +182,11 @@ def test_bad_sparse_x_raises_shape_error() -> None:
     layer = GCNConv(F_IN, F_OUT)
     edge_index, _ = _graph()
     x, _ = _sparse_features(torch.sparse_coo, torch.float32)
-    with pytest.raises(ShapeError, match=r"dense, or sparse COO/CSR with scalar values; got layout torch.sparse_csc"):
+    with pytest.raises(ShapeError, match=r"expects x \(N, 5\) dense, sparse COO or sparse CSR; got layout torch.sparse_csc"):
         layer(x.to_sparse_csc(), edge_index)
     # sparse rows, dense columns: (N, F_IN) with sparse_dim 1, dense_dim 1
     hybrid = torch.sparse_coo_tensor(torch.tensor([[0, 3]]), torch.ones(2, F_IN), (N, F_IN), check_invariants=True)
-    with pytest.raises(ShapeError, match="scalar values; got layout torch.sparse_coo"):
+    with pytest.raises(ShapeError, match="expects sparse x with scalar values \\(dense_dim 0\\); got dense_dim 1"):
         layer(hybrid, edge_index)
     with pytest.raises(ShapeError, match=r"expects x \(N, 5\); got \(9, 4\)"):
         layer(x[:, :4].to_sparse_coo(), edge_index)
