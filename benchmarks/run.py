@@ -237,20 +237,24 @@ def case_transformer_beam(env: Env) -> list[Result]:
 
 
 def _step_times(env: Env, model: nn.Module, prompt: torch.Tensor, n: int,
-                init: Callable[[int], object] | None = None) -> tuple[list[float], torch.Tensor]:
-    """Greedy decoding through model.step, timing every token (prefill excluded); ``init`` makes
-    the empty state (default ``model.init_state``)."""
+                init: Callable[[int], object] | None = None,
+                step: Callable[[torch.Tensor, object], tuple[torch.Tensor, object]] | None = None,
+                ) -> tuple[list[float], torch.Tensor]:
+    """Greedy decoding through ``step(ids, state) -> (last logits (B, V), state)`` (default
+    ``model.step``), timing every token (prefill excluded); ``init`` makes the empty state (default
+    ``model.init_state``)."""
     times = []
+    step = step or model.step
     with torch.no_grad(), env.autocast():
         state = (init or model.init_state)(prompt.shape[0])
-        logits, state = model.step(prompt, state)
+        logits, state = step(prompt, state)
         ids = prompt
         for _ in range(n):
             nxt = logits.argmax(-1, keepdim=True)
             ids = torch.cat([ids, nxt], 1)
             env.sync()
             start = env.clock()
-            logits, state = model.step(nxt, state)
+            logits, state = step(nxt, state)
             env.sync()
             times.append(env.clock() - start)
     return times, ids
@@ -325,21 +329,14 @@ def case_gpt_flat(env: Env) -> list[Result]:
     return out
 
 
-def _hf_step_times(env: Env, ref: nn.Module, prompt: torch.Tensor, n: int) -> tuple[list[float], torch.Tensor]:
-    """Greedy decoding through transformers' own cache (past_key_values), timing every token (prefill excluded)."""
-    times = []
-    with torch.no_grad(), env.autocast():
-        out = ref(prompt, use_cache=True)
-        ids = prompt
-        for _ in range(n):
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, nxt], 1)
-            env.sync()
-            start = env.clock()
-            out = ref(nxt, past_key_values=out.past_key_values, use_cache=True)  # (its newest versions call it `cache`)
-            env.sync()
-            times.append(env.clock() - start)
-    return times, ids
+def _hf_step(ref: nn.Module) -> Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]:
+    """transformers' decoding step with its own cache (past_key_values), in _step_times's form."""
+
+    def step(ids: torch.Tensor, past: object) -> tuple[torch.Tensor, object]:
+        out = ref(ids, past_key_values=past, use_cache=True)  # (its newest versions call it `cache`)
+        return out.logits[:, -1], out.past_key_values
+
+    return step
 
 
 def case_gpt_transformers(env: Env) -> list[Result]:
@@ -361,12 +358,13 @@ def case_gpt_transformers(env: Env) -> list[Result]:
     ours = nnatlas.from_reference("gpt_shakespeare", ref).eval()
     prompt = torch.randint(0, 65, (1, 64), generator=torch.Generator().manual_seed(0)).to(env.device)
     _step_times(env, ours, prompt, 16)  # warm-up
-    _hf_step_times(env, ref, prompt, 16)
+    hf = {"init": lambda batch: None, "step": _hf_step(ref)}  # no cache yet: transformers makes one
+    _step_times(env, ref, prompt, 16, **hf)
     first, last = {"ours": [], "ref": []}, {"ours": [], "ref": []}
     same = True
     for r in range(env.repeats):
         for who in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
-            times, ids = _step_times(env, ours, prompt, N) if who == "ours" else _hf_step_times(env, ref, prompt, N)
+            times, ids = _step_times(env, ours, prompt, N) if who == "ours" else _step_times(env, ref, prompt, N, **hf)
             first[who].append(statistics.median(times[:64]))
             last[who].append(statistics.median(times[-64:]))
             if who == "ours":
