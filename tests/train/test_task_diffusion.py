@@ -182,6 +182,10 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     q = judge_run(tmp_path / "ref", samples=8, ddim_steps=2)  # on request: trains the judge into OUT/judge
     assert q["samples"] == 8 and 0 <= q["confident_share"] <= 1 and sum(q["class_histogram"]) == pytest.approx(1.0)
     assert (tmp_path / "ref" / "judge" / "final.json").is_file() and math.isfinite(q["fid_lenet"])
+    judge, test = nnatlas.load(tmp_path / "ref" / "judge"), nnatlas.data.load("digits").test  # the run's offline data
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    real_logits = penultimate_features(judge.model, judge.task.image.inputs(x.unsqueeze(1) if x.dim() == 3 else x))[0]
+    assert q["real_confident_share"] == judge_summary(real_logits, 10)["confident_share"]  # the ceiling: real test digits
 
     killed = tmp_path / "killed"
     kill_after_first_checkpoint(cmd, killed, env)

@@ -26,7 +26,8 @@ as the official DDPM code does (``--no-clip-denoised``: the bare equations, whic
 DDIM samples; ``quality.json`` holds the share classified with confidence >= 0.9, the class
 histogram, and the Fréchet distance in the LeNet's penultimate features (the input of its last
 linear layer) between the samples and the test set, beside the distance between two halves of
-the real test set. The judge is ``--judge RUN_DIR`` (a run of ``nnatlas train lenet`` on the
+the real test set, and the share the judge classifies confidently among the real test digits (the
+ceiling of the samples' share). The judge is ``--judge RUN_DIR`` (a run of ``nnatlas train lenet`` on the
 same data), or else a LeNet that the task trains once with nnatlas's trainer into ``OUT/judge``
 (2 epochs, batch 64: 0.9917 on MNIST in 25 s; reused on resume).
 """
@@ -262,7 +263,7 @@ class DiffusionTask(Task):
         else:  # Ho et al.'s 1e-4 .. 0.02 for T = 1000, scaled by 1000 / T otherwise
             betas = linear_beta_schedule(T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))
         self.diffusion = GaussianDiffusion(betas)
-        self._real: Tensor | None = None  # the judge's features of the test set (computed once)
+        self._real: tuple[Tensor, Tensor] | None = None  # the judge's logits and features of the test set (computed once)
 
     # -- fitting ------------------------------------------------------------------------------
 
@@ -389,13 +390,15 @@ class DiffusionTask(Task):
         if self._real is None:
             test = self.bundle.test
             x, _ = gather(test, torch.arange(len(test)))
-            self._real = features(x.unsqueeze(1) if x.dim() == 3 else x)[1]  # (N_test, D)
+            self._real = features(x.unsqueeze(1) if x.dim() == 3 else x)  # (N_test, classes), (N_test, D)
         samples = self.sample(model, n, sampler="ddim", seed=QUALITY_SEED)
         logits, feats = features(samples)
         num_classes = logits.shape[1]
-        real = self._real
+        real_logits, real = self._real
         out = judge_summary(logits, num_classes)
         out |= {
+            # the ceiling of confident_share: the judge's share on the real test digits
+            "real_confident_share": judge_summary(real_logits, num_classes)["confident_share"],
             "ddim_steps": min(int(self.opts["ddim_steps"]), self.diffusion.num_timesteps),
             "fid_lenet": frechet_distance(feats, real),
             "fid_lenet_real_halves": frechet_distance(real[0::2], real[1::2]) if len(real) >= 4 else math.nan,
@@ -433,9 +436,10 @@ class DiffusionTask(Task):
         n = min(n, limit) if limit else n
         judge = nnatlas.load(self.judge_dir(run_dir), device=str(next(model.parameters()).device))
         q = self.quality(model, judge, n) | {"step": step, "judge": str(judge.run_dir)}
-        log.info("sample quality at step %d: %.1f%% of %d DDIM samples confident >= %.1f, classes %.1f%%..%.1f%%, "
-                 "Fréchet (LeNet) %.3f (real halves %.3f)", step, 100 * q["confident_share"], q["samples"], CONFIDENT,
-                 100 * q["min_class_share"], 100 * q["max_class_share"], q["fid_lenet"], q["fid_lenet_real_halves"])  # fmt: skip
+        log.info("sample quality at step %d: %.1f%% of %d DDIM samples confident >= %.1f (real test digits %.1f%%), "
+                 "classes %.1f%%..%.1f%%, Fréchet (LeNet) %.3f (real halves %.3f)", step, 100 * q["confident_share"],
+                 q["samples"], CONFIDENT, 100 * q["real_confident_share"], 100 * q["min_class_share"],
+                 100 * q["max_class_share"], q["fid_lenet"], q["fid_lenet_real_halves"])  # fmt: skip
         path = folder / f"{tag}-quality.json"
         ckpt.atomic_write_text(path, json.dumps(q, indent=1) + "\n")
         return [path]
