@@ -32,6 +32,7 @@ from nnatlas.train.tasks.diffusion import (
     judge_summary,
     penultimate_features,
 )
+from nnatlas.train.tasks.vision import gather
 
 CPU = torch.device("cpu")
 # A few milliseconds a step on 8x8 digits: the U-Net at its smallest that keeps ddpm_tiny's three levels.
@@ -183,7 +184,7 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     assert q["samples"] == 8 and 0 <= q["confident_share"] <= 1 and sum(q["class_histogram"]) == pytest.approx(1.0)
     assert (tmp_path / "ref" / "judge" / "final.json").is_file() and math.isfinite(q["fid_lenet"])
     judge, test = nnatlas.load(tmp_path / "ref" / "judge"), nnatlas.data.load("digits").test  # the run's offline data
-    x = torch.stack([test[i][0] for i in range(len(test))])
+    x, _ = gather(test, torch.arange(len(test)))
     real_logits = penultimate_features(judge.model, judge.task.image.inputs(x.unsqueeze(1) if x.dim() == 3 else x))[0]
     assert q["real_confident_share"] == judge_summary(real_logits, 10)["confident_share"]  # the ceiling: real test digits
 

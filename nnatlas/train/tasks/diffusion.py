@@ -263,7 +263,8 @@ class DiffusionTask(Task):
         else:  # Ho et al.'s 1e-4 .. 0.02 for T = 1000, scaled by 1000 / T otherwise
             betas = linear_beta_schedule(T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))
         self.diffusion = GaussianDiffusion(betas)
-        self._real: tuple[Tensor, Tensor] | None = None  # the judge's logits and features of the test set (computed once)
+        # the judge's features of the test set and the real side of quality.json (computed once)
+        self._real: tuple[Tensor, dict[str, Any]] | None = None
 
     # -- fitting ------------------------------------------------------------------------------
 
@@ -390,19 +391,21 @@ class DiffusionTask(Task):
         if self._real is None:
             test = self.bundle.test
             x, _ = gather(test, torch.arange(len(test)))
-            self._real = features(x.unsqueeze(1) if x.dim() == 3 else x)  # (N_test, classes), (N_test, D)
+            real_logits, real = features(x.unsqueeze(1) if x.dim() == 3 else x)  # (N_test, classes), (N_test, D)
+            self._real = real, {
+                # the ceiling of confident_share: the judge's share on the real test digits
+                "real_confident_share": judge_summary(real_logits, real_logits.shape[1])["confident_share"],
+                "fid_lenet_real_halves": frechet_distance(real[0::2], real[1::2]) if len(real) >= 4 else math.nan,
+                "real_images": len(real),
+            }
+        real, real_side = self._real
         samples = self.sample(model, n, sampler="ddim", seed=QUALITY_SEED)
         logits, feats = features(samples)
-        num_classes = logits.shape[1]
-        real_logits, real = self._real
-        out = judge_summary(logits, num_classes)
+        out = judge_summary(logits, logits.shape[1])
         out |= {
-            # the ceiling of confident_share: the judge's share on the real test digits
-            "real_confident_share": judge_summary(real_logits, num_classes)["confident_share"],
             "ddim_steps": min(int(self.opts["ddim_steps"]), self.diffusion.num_timesteps),
             "fid_lenet": frechet_distance(feats, real),
-            "fid_lenet_real_halves": frechet_distance(real[0::2], real[1::2]) if len(real) >= 4 else math.nan,
-            "real_images": len(real),
+            **real_side,
         }
         return out
 
