@@ -1,4 +1,4 @@
-"""The ``nnatlas`` command: list, show, draw, train, eval.
+"""The ``nnatlas`` command: list, show, draw, train, eval, translate, generate, sample, verify, atlas.
 
 Each sub-command's arguments and work live beside the code they drive (``nnatlas.inspect.cli``,
 ``nnatlas.train.cli``); this file wires them and turns expected errors into one line on
@@ -19,6 +19,7 @@ from nnatlas.inspect.cli import add_draw_parser, add_show_parser
 from nnatlas.train.cli import add_eval_parser, add_train_parser
 from nnatlas.train.cli_translate import add_translate_parser
 from nnatlas.train.cli_generate import add_generate_parser
+from nnatlas.train.cli_sample import add_sample_parser
 from nnatlas.verify import add_verify_parser
 
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_translate_parser(sub)
     add_generate_parser(sub)
+    add_sample_parser(sub)
     add_verify_parser(sub)
     add_atlas_parser(sub)
     return parser

@@ -87,7 +87,7 @@ def test_the_marker_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         main(["train", "mlp", "--epochs", "1"])
 
 
-@pytest.mark.parametrize("command", ["list", "show", "draw", "train", "eval", "translate", "generate", "verify", "atlas"])
+@pytest.mark.parametrize("command", ["list", "show", "draw", "train", "eval", "translate", "generate", "sample", "verify", "atlas"])
 def test_every_help_prints(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """``--help`` of each sub-command prints its options (argparse %-formats help strings: a bare
     ``%`` in a task option's text once made ``nnatlas train --help`` a traceback)."""

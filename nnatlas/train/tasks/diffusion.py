@@ -75,6 +75,7 @@ GRID_COLUMNS = 8
 DDIM_GRID = 64
 CONFIDENT = 0.9  # the judge's confidence that counts a sample as a recognisable digit
 SAMPLE_CHUNK = 250  # samples denoised at once
+SAMPLERS = ("ddim", "ddpm")
 JUDGE_RECIPE = {"epochs": 2, "batch_size": 64}  # LeNet on MNIST: test accuracy 0.9917 in 25 s of one core
 
 
@@ -352,9 +353,14 @@ class DiffusionTask(Task):
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def sample(self, model: nn.Module, n: int, *, sampler: str = "ddim", seed: int = DDIM_SEED, steps: int | None = None) -> Tensor:
-        """``n`` samples as images (n, C, H, W) in [0, 1]: ``sampler`` "ddim" (eta 0, ``steps`` or --ddim-steps)
-        or "ddpm" (ancestral, T steps), in chunks, from ``torch.Generator().manual_seed(seed)``."""
+    def sample(
+        self, model: nn.Module, n: int, *, sampler: str = "ddim", seed: int = DDIM_SEED, steps: int | None = None, eta: float = 0.0,
+    ) -> Tensor:
+        """``n`` samples as images (n, C, H, W) in [0, 1]: ``sampler`` "ddim" (``steps`` or --ddim-steps; ``eta`` 0 is
+        deterministic given x_T, 1 DDPM-like) or "ddpm" (ancestral, T steps), in chunks, from
+        ``torch.Generator().manual_seed(seed)``."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(seed)
         C, S = self.shape[0], self.side
@@ -366,7 +372,7 @@ class DiffusionTask(Task):
             if sampler == "ddpm":
                 x = self.diffusion.sample(model, shape, generator=gen, device=device, clip_denoised=clip)
             else:
-                x = self.diffusion.ddim_sample(model, shape, steps=steps, eta=0.0, generator=gen, device=device, clip_denoised=clip)
+                x = self.diffusion.ddim_sample(model, shape, steps=steps, eta=eta, generator=gen, device=device, clip_denoised=clip)
             out.append(self.outputs(x).cpu())
         return torch.cat(out)
 

@@ -499,14 +499,20 @@ class VAETask(GenerativeTask):
             out["iwae_nll"] = s[3] / n
         return out
 
+    @torch.no_grad()
+    def sample(self, model: nn.Module, n: int, *, seed: int = ARTEFACT_SEED) -> Tensor:
+        """The decoder's Bernoulli means of ``n`` prior draws z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``:
+        images (n, C, H, W) in [0, 1]."""
+        m = unwrap(model)
+        z = torch.randn(n, self._latent(model), generator=torch.Generator().manual_seed(seed))  # (n, Z)
+        return m.decode(z.to(next(m.parameters()).device)).reshape(-1, *self.shape).cpu()
+
     def artefacts(self, model: nn.Module, folder: Path, tag: str) -> list[Path]:
         m = unwrap(model)
         C, H, W = self.shape
         written = []
         with torch.no_grad():
-            gen = torch.Generator().manual_seed(ARTEFACT_SEED)
-            z = torch.randn(PRIOR_SAMPLES, m.config.latent_size, generator=gen).to(next(m.parameters()).device)
-            samples = m.decode(z).reshape(-1, C, H, W)  # Bernoulli means
+            samples = self.sample(model, PRIOR_SAMPLES)
             rows = [
                 (f"{r * 8}-{r * 8 + 7}" if r else "z ~ N(0, I)", samples[r * 8 : r * 8 + 8])
                 for r in range(PRIOR_SAMPLES // 8)
