@@ -30,7 +30,7 @@ def sample_images(run_dir: str | Path, n: int, *, sampler: str | None = None, st
                   seed: int | None = None, weights: str = "last", device: str = "cpu") -> tuple[Tensor, str]:
     """``n`` images (n, C, H, W) in [0, 1] from the run's model and a one-line description of how they were drawn.
 
-    Diffusion runs: ``sampler`` "ddim" (default; ``steps`` default the run's --ddim-steps, ``eta`` default 0)
+    Diffusion runs: ``sampler`` "ddim" (default; ``steps`` and ``eta`` default the run's --ddim-steps and --ddim-eta)
     or "ddpm" (ancestral, T steps). VAE runs: the decoder's means of z ~ N(0, I); ``sampler``, ``steps`` and
     ``eta`` are diffusion options and refused. The same ``seed`` gives the same images; its default is the seed
     of the run's own grids (``--n 64`` redraws the run's DDIM grid, or its prior samples).
@@ -63,7 +63,7 @@ def sample_images(run_dir: str | Path, n: int, *, sampler: str | None = None, st
     steps = int(task.opts["ddim_steps"]) if steps is None else steps
     if not (isinstance(steps, int) and 1 <= steps <= T):
         raise ValueError(f"--steps must be an integer in [1, {T}] (the run's T); got {steps!r}")
-    eta = 0.0 if eta is None else eta
+    eta = float(task.opts["ddim_eta"]) if eta is None else eta
     seed = DDIM_SEED if seed is None else seed
     if not (math.isfinite(eta) and eta >= 0):
         raise ValueError(f"--eta must be a number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta}")
@@ -110,7 +110,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--tensors", default=None, metavar="FILE.safetensors", help="also save the images, float32 (N, C, H, W) in [0, 1]")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help="diffusion runs: DDIM (default) or ancestral DDPM (T steps)")
     p.add_argument("--steps", type=int, default=None, metavar="S", help="DDIM steps (default: the run's --ddim-steps)")
-    p.add_argument("--eta", type=float, default=None, metavar="E", help="DDIM's eta: 0 deterministic (default), 1 DDPM-like")
+    p.add_argument("--eta", type=float, default=None, metavar="E", help="DDIM's eta: 0 deterministic, 1 DDPM-like (default: the run's --ddim-eta, 0)")
     p.add_argument("--seed", type=int, default=None, help="the sampler's generator seed (default: the one of the run's own grids)")
     p.add_argument("--weights", choices=("best", "last"), default="last",
                    help="last.safetensors (default: the end of training, the moving average where --ema) or best.safetensors")

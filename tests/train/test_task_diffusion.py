@@ -166,6 +166,13 @@ def test_ema_is_validated() -> None:
         TrainConfig(model="ddpm_tiny", steps=1, ema=1.0).validate()
 
 
+def test_ddim_eta_is_validated() -> None:
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="--ddim-eta must be a number >= 0"):
+            TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": bad}).validate()
+    TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 1.0}).validate()
+
+
 def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     """t and eps come from the trainer's per-step generator; the moving average (--ema) is in the checkpoint,
     and it, not the trained weights, is evaluated, saved and loaded."""

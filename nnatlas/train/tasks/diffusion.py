@@ -20,7 +20,7 @@ with one fixed (t, eps) per image (seeded by the image's index), so evaluations 
 
 Artefacts at each evaluation: a grid of samples of the ancestral DDPM sampler (Algorithm 2,
 T steps; ``--ddpm-samples`` of them) and one of DDIM (Song et al., 2021; ``--ddim-steps`` 50,
-eta 0), each from its own fixed ``torch.Generator``; both clip each step's predicted x_0 to [-1, 1]
+eta 0, ``--ddim-eta``), each from its own fixed ``torch.Generator``; both clip each step's predicted x_0 to [-1, 1]
 as the official DDPM code does (``--no-clip-denoised``: the bare equations, which leave some samples in noise). At the last evaluation (and every
 ``--quality-every`` steps) the sample quality: a LeNet classifies ``--quality-samples`` (1,000)
 DDIM samples; ``quality.json`` holds the share classified with confidence >= 0.9, the class
@@ -176,7 +176,7 @@ def judge_run(
 ) -> dict[str, Any]:
     """The sample quality of a finished ``nnatlas train`` diffusion run, on request: what its last evaluation
     writes to ``quality.json``, for ``samples`` DDIM samples of its ``weights``. ``options`` override the run's
-    task options (``ddim_steps=100``, ``clip_denoised=False``); the judge is ``judge``, else the run's."""
+    task options (``ddim_steps=100``, ``ddim_eta=1.0``, ``clip_denoised=False``); the judge is ``judge``, else the run's."""
     from nnatlas import data
     from nnatlas.train.trainer import load
 
@@ -219,6 +219,10 @@ DIFFUSION_OPTIONS = {
                            check=_count, expect="an integer >= 0"),
     "ddim_steps": Option(int, 50, "DDIM steps of the sample grid and of the judged samples",
                          check=lambda v: _count(v) and v >= 1, expect="an integer >= 1"),
+    "ddim_eta": Option(float, 0.0, "DDIM's eta for the sample grid and the judged samples (0: deterministic given x_T, "
+                       "as Song et al.'s DDIM; 1: DDPM-like noise at each step)",
+                       check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+                       expect="a number >= 0"),
     "quality_samples": Option(int, 1000, "DDIM samples the judge classifies at the last evaluation "
                               "(at most the test images scored, --limit-test; 0: no judging)", check=_count, expect="an integer >= 0"),
     "quality_every": Option(int, 0, "also judge the samples at evaluations every N steps (0: the last only)",
@@ -354,10 +358,11 @@ class DiffusionTask(Task):
     # -- sampling ------------------------------------------------------------------------------
 
     def sample(
-        self, model: nn.Module, n: int, *, sampler: str = "ddim", seed: int = DDIM_SEED, steps: int | None = None, eta: float = 0.0,
+        self, model: nn.Module, n: int, *, sampler: str = "ddim", seed: int = DDIM_SEED, steps: int | None = None,
+        eta: float | None = None,
     ) -> Tensor:
-        """``n`` samples as images (n, C, H, W) in [0, 1]: ``sampler`` "ddim" (``steps`` or --ddim-steps; ``eta`` 0 is
-        deterministic given x_T, 1 DDPM-like) or "ddpm" (ancestral, T steps), in chunks, from
+        """``n`` samples as images (n, C, H, W) in [0, 1]: ``sampler`` "ddim" (``steps`` or --ddim-steps; ``eta`` or
+        --ddim-eta: 0 is deterministic given x_T, 1 DDPM-like) or "ddpm" (ancestral, T steps), in chunks, from
         ``torch.Generator().manual_seed(seed)``."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
@@ -365,6 +370,7 @@ class DiffusionTask(Task):
         gen = torch.Generator(device=device).manual_seed(seed)
         C, S = self.shape[0], self.side
         steps = min(steps or int(self.opts["ddim_steps"]), self.diffusion.num_timesteps)
+        eta = float(self.opts["ddim_eta"]) if eta is None else eta
         clip = bool(self.opts["clip_denoised"])
         out = []
         for start in range(0, n, SAMPLE_CHUNK):
@@ -410,6 +416,7 @@ class DiffusionTask(Task):
         out = judge_summary(logits, logits.shape[1])
         out |= {
             "ddim_steps": min(int(self.opts["ddim_steps"]), self.diffusion.num_timesteps),
+            "ddim_eta": float(self.opts["ddim_eta"]),
             "fid_lenet": frechet_distance(feats, real),
             **real_side,
         }
@@ -421,7 +428,7 @@ class DiffusionTask(Task):
         title = f"{self.plan.model} on {self.plan.data}"
         steps = min(int(self.opts["ddim_steps"]), self.diffusion.num_timesteps)
         ddim = self.sample(model, DDIM_GRID)
-        written = [save_grid(folder / f"{tag}-ddim.png", _rows(ddim, f"DDIM {steps}"), f"{title}: DDIM samples, {steps} steps, eta 0 ({tag})")]
+        written = [save_grid(folder / f"{tag}-ddim.png", _rows(ddim, f"DDIM {steps}"), f"{title}: DDIM samples, {steps} steps, eta {float(self.opts['ddim_eta']):g} ({tag})")]
         n_ddpm = int(self.opts["ddpm_samples"])
         if n_ddpm:
             T = self.diffusion.num_timesteps
