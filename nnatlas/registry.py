@@ -102,6 +102,8 @@ class Recipe:
     # how patience counts: "best" (no evaluation improved on the best for `patience` evaluations) or "window"
     # (Kipf & Welling's code: the latest is worse than the mean of the `patience` evaluations before it)
     stop_rule: str | None = None
+    # the task's own options (nnatlas train --ddim-eta ...) that this model's recipe sets; the command line overrides each
+    task_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -109,8 +111,9 @@ class Recipe:
             raise ConfigError(f"Recipe: give epochs or steps, not both; got epochs={self.epochs}, steps={self.steps}")
 
     def values(self) -> dict[str, Any]:
-        """The fields that are set (``source`` aside), by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source" and getattr(self, f.name) is not None}
+        """The trainer's fields that are set (``source`` and ``task_options`` aside), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("source", "task_options") and getattr(self, f.name) is not None}
 
 
 # A kind's default data set (all offline where one exists) and recipe, used where a card names none.
@@ -378,7 +381,8 @@ def format_card(card: ModelCard) -> str:
         lines.append(f"seed:           {card.seed.file}, {card.seed.section}")
     lines.append(f"default data:   {card.data}")
     recipe = card.training
-    lines.append("default recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.values().items()) + (f"  ({recipe.source})" if recipe.source else ""))
+    settings = [f"{k}={v}" for k, v in recipe.values().items()] + [f"--{k.replace('_', '-')}={v}" for k, v in recipe.task_options.items()]
+    lines.append("default recipe: " + ", ".join(settings) + (f"  ({recipe.source})" if recipe.source else ""))
     if card.notes:
         lines.append("notes:          " + card.notes.strip().replace("\n", "\n                "))
     return "\n".join(lines)

@@ -70,7 +70,7 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 0.01}
 DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_size": 32, "epochs": 8, "momentum": 0.9, "warmup": 100,
                             "stop_rule": "best"}
 STOP_RULES = ("best", "window")  # how --patience counts (see Trainer._stop_due)
-RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name != "source")
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name not in ("source", "task_options"))
 CURVES_EVERY_S = 10.0  # curves.png is redrawn at most this often during a run, and once at its end
 # Options that may differ when a run is resumed; every other one must equal the saved run's.
 RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience", "stop_rule"})
@@ -124,10 +124,11 @@ class TrainConfig:
     report: bool = True
 
     def resolved(self) -> TrainConfig:
-        """This config with the data set and every recipe field filled in (given > card's recipe > DEFAULTS)."""
+        """This config with the data set and every recipe field filled in (given > card's recipe > DEFAULTS);
+        the recipe's task options under the given ones (a resumed run keeps its saved ones)."""
         card = nnatlas.card(self.model)  # UnknownModelError (a KeyError) with suggestions
         recipe = card.training.values()
-        filled: dict[str, Any] = {}
+        filled: dict[str, Any] = {} if self.resume else {"task_options": {**card.training.task_options, **self.task_options}}
         for name in RECIPE_FIELDS:
             if getattr(self, name) is None:
                 filled[name] = recipe.get(name, DEFAULTS.get(name))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 import nnatlas
-from nnatlas.registry import Recipe
+from nnatlas.registry import Recipe, format_card
 from nnatlas.train.trainer import DEFAULTS, TrainConfig, _noam, _warmup_cosine
 
 
@@ -38,3 +39,17 @@ def test_resolution_order_is_command_line_then_card_recipe_then_defaults() -> No
 def test_a_recipe_gives_epochs_or_steps_not_both() -> None:
     with pytest.raises(ValueError, match="epochs or steps"):
         Recipe(epochs=2, steps=10)
+
+
+def test_a_recipes_task_options_sit_under_the_command_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recipe.task_options (a card's --ddim-steps ...) fill what the command line leaves; a resumed run keeps its saved ones."""
+    card = nnatlas.card("ddpm_tiny")
+    recipe = dataclasses.replace(card.training, task_options={"ddim_steps": 3, "test_images": 7})
+    real_card = nnatlas.card
+    monkeypatch.setattr(nnatlas, "card", lambda name: dataclasses.replace(card, recipe=recipe) if name == "ddpm_tiny" else real_card(name))
+    assert TrainConfig(model="ddpm_tiny", steps=1).resolved().task_options == {"ddim_steps": 3, "test_images": 7}
+    given = TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_steps": 5, "ddim_eta": 1.0}).resolved()
+    assert given.task_options == {"ddim_steps": 5, "test_images": 7, "ddim_eta": 1.0}
+    assert TrainConfig(model="ddpm_tiny", steps=1, resume=True, task_options={"ddim_steps": 5}).resolved().task_options == {"ddim_steps": 5}
+    assert "task_options" not in recipe.values()  # not a trainer field
+    assert "--ddim-steps=3, --test-images=7" in format_card(dataclasses.replace(card, recipe=recipe))  # nnatlas show
