@@ -242,11 +242,16 @@ def config_for_run(model: str, given: Mapping[str, Any]) -> TrainConfig:
     saved = _read_json(path)["config"]
     if saved.get("model") != model:
         raise ValueError(f"--resume: the run in {cfg.run_dir} trains {saved.get('model')!r}, not {model!r}")
-    for key, value in given.items():
-        if key not in RESUME_FREE and key in saved and saved[key] != _jsonable(value):
-            raise ValueError(f"--resume: the run in {cfg.run_dir} has {key}={saved[key]!r}; got {value!r} (resume with the same options, or train into a new --out)")
+    # task options one by one: those given must equal the saved ones, the rest come from the run (its recipe's among them)
+    absent = object()
+    pairs = [(k, v, saved.get(k, absent)) for k, v in given.items() if k != "task_options"]
+    pairs += [(f"--{k.replace('_', '-')}", v, saved.get("task_options", {}).get(k, absent)) for k, v in given.get("task_options", {}).items()]
+    for key, value, was in pairs:
+        if key not in RESUME_FREE and was is not absent and was != _jsonable(value):
+            raise ValueError(f"--resume: the run in {cfg.run_dir} has {key}={was!r}; got {value!r} (resume with the same options, or train into a new --out)")
     merged = {k: v for k, v in saved.items() if k in names and k not in RESUME_FREE}
-    merged.update(given)
+    merged.update({k: v for k, v in given.items() if k != "task_options"})
+    merged["task_options"] = {**saved.get("task_options", {}), **given.get("task_options", {})}
     merged.pop("model", None)
     if merged.get("betas") is not None:
         merged["betas"] = tuple(merged["betas"])

@@ -166,11 +166,14 @@ def test_ema_is_validated() -> None:
         TrainConfig(model="ddpm_tiny", steps=1, ema=1.0).validate()
 
 
-def test_ddim_eta_is_validated() -> None:
+def test_ddim_eta_is_validated_and_ddpm_tinys_recipe_sets_it() -> None:
     for bad in (-0.1, math.nan, math.inf):
         with pytest.raises(ValueError, match="--ddim-eta must be a number >= 0"):
             TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": bad}).validate()
     TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 1.0}).validate()
+    assert TrainConfig(model="ddpm_tiny", steps=1).resolved().task_options == {"ddim_eta": 1.0}  # the card's recipe
+    assert TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 0.0}).resolved().task_options == {"ddim_eta": 0.0}
+    assert TrainConfig(model="ddpm", steps=1).resolved().task_options == {}  # the task's default, Song et al.'s eta 0
 
 
 def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: Path) -> None:

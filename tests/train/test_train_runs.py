@@ -160,3 +160,20 @@ def test_config_for_resume_fills_saved_options(tmp_path: Path) -> None:
     assert (cfg.batch_size, cfg.limit_train, cfg.epochs) == (16, 32, 1)
     with pytest.raises(ValueError, match="trains 'mlp', not 'lenet'"):
         config_for_run("lenet", {"out": str(run), "resume": True})
+
+
+def test_resume_compares_task_options_one_by_one(tmp_path: Path) -> None:
+    """A resumed run keeps its saved task options (its recipe's among them); one given that differs is an error,
+    and so is an option given now that the run saved as None (--ema on a run without it)."""
+    from nnatlas.train.trainer import config_for_run
+
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = {"model": "ddpm_tiny", "steps": 12, "ema": None, "task_options": {"ddim_eta": 1.0, "ddim_steps": 2}}
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    cfg = config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"ddim_steps": 2}})
+    assert cfg.task_options == {"ddim_eta": 1.0, "ddim_steps": 2} and cfg.resolved().task_options == cfg.task_options
+    with pytest.raises(ValueError, match=r"has --ddim-steps=2; got 3"):
+        config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"ddim_steps": 3}})
+    with pytest.raises(ValueError, match=r"has ema=None; got 0.9"):
+        config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "ema": 0.9})
