@@ -239,13 +239,16 @@ def config_for_run(model: str, given: Mapping[str, Any]) -> TrainConfig:
     path = cfg.run_dir / "config.json"
     if not path.is_file():
         raise ValueError(f"--resume: {path} does not exist; there is no run to resume in {cfg.run_dir}")
-    saved = _read_json(path)["config"]
+    doc = _read_json(path)
+    saved = doc["config"]
     if saved.get("model") != model:
         raise ValueError(f"--resume: the run in {cfg.run_dir} trains {saved.get('model')!r}, not {model!r}")
-    # task options one by one: those given must equal the saved ones, the rest come from the run (its recipe's among them)
+    # task options one by one: those given must equal the ones the run used (config.json's whole set, the task's
+    # defaults included), the rest come from the run (its recipe's among them)
     absent = object()
+    used = {**doc.get("task_options", {}), **saved.get("task_options", {})}
     pairs = [(k, v, saved.get(k, absent)) for k, v in given.items() if k != "task_options"]
-    pairs += [(f"--{k.replace('_', '-')}", v, saved.get("task_options", {}).get(k, absent)) for k, v in given.get("task_options", {}).items()]
+    pairs += [(f"--{k.replace('_', '-')}", v, used.get(k, absent)) for k, v in given.get("task_options", {}).items()]
     for key, value, was in pairs:
         if key not in RESUME_FREE and was is not absent and was != _jsonable(value):
             raise ValueError(f"--resume: the run in {cfg.run_dir} has {key}={was!r}; got {value!r} (resume with the same options, or train into a new --out)")

@@ -163,17 +163,20 @@ def test_config_for_resume_fills_saved_options(tmp_path: Path) -> None:
 
 
 def test_resume_compares_task_options_one_by_one(tmp_path: Path) -> None:
-    """A resumed run keeps its saved task options (its recipe's among them); one given that differs is an error,
-    and so is an option given now that the run saved as None (--ema on a run without it)."""
+    """A resumed run keeps its saved task options (its recipe's among them); one given that differs from what the run
+    used is an error, and so is an option given now that the run saved as None (--ema on a run without it)."""
     from nnatlas.train.trainer import config_for_run
 
     run = tmp_path / "r"
     run.mkdir()
     saved = {"model": "ddpm_tiny", "steps": 12, "ema": None, "task_options": {"ddim_eta": 1.0, "ddim_steps": 2}}
-    (run / "config.json").write_text(json.dumps({"config": saved}))
+    used = {"ddim_eta": 1.0, "ddim_steps": 2, "quality_every": 0}  # config.json's whole set, the task's defaults among them
+    (run / "config.json").write_text(json.dumps({"config": saved, "task_options": used}))
     cfg = config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"ddim_steps": 2}})
     assert cfg.task_options == {"ddim_eta": 1.0, "ddim_steps": 2} and cfg.resolved().task_options == cfg.task_options
     with pytest.raises(ValueError, match=r"has --ddim-steps=2; got 3"):
         config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"ddim_steps": 3}})
+    with pytest.raises(ValueError, match=r"has --quality-every=0; got 5"):  # a default the run used is not free either
+        config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"quality_every": 5}})
     with pytest.raises(ValueError, match=r"has ema=None; got 0.9"):
         config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "ema": 0.9})
