@@ -50,8 +50,8 @@ def test_diffusion_samples_are_the_tasks_sampler_with_the_options_given(runs: di
     with safe_open(tensors, framework="pt") as f:
         assert "DDIM, 3 steps, eta 0.5, seed 7" in f.metadata()["how"]
 
-    default, how = sample_images(runs["ddpm_tiny"], 64)  # the run's DDIM grid: its --ddim-steps, eta 0, its seed
-    assert torch.equal(default, task.sample(model, 64, seed=DDIM_SEED, steps=4)) and "DDIM, 4 steps, eta 0" in how
+    default, how = sample_images(runs["ddpm_tiny"], 64)  # the run's DDIM grid: its --ddim-steps, --ddim-eta (the card's 1), seed
+    assert torch.equal(default, task.sample(model, 64, seed=DDIM_SEED, steps=4, eta=1.0)) and "DDIM, 4 steps, eta 1," in how
     task.opts["ddim_eta"] = 0.5  # the run's --ddim-eta is the task's default eta
     assert torch.equal(task.sample(model, 3, steps=3), task.sample(model, 3, steps=3, eta=0.5))
     ancestral, how = sample_images(runs["ddpm_tiny"], 5, sampler="ddpm")
