@@ -58,16 +58,13 @@ def sample_images(run_dir: str | Path, n: int, *, sampler: str | None = None, st
             raise ValueError(f"{', '.join(given)}: options of --sampler ddim; the ancestral sampler walks all T = {T} steps")
         seed = DDPM_SEED if seed is None else seed
         return task.sample(trained.model, n, sampler="ddpm", seed=seed), f"{name}: ancestral DDPM, {T} steps, seed {seed}"
-    if sampler != "ddim":
-        raise ValueError(f"--sampler must be ddim or ddpm; got {sampler!r}")
     steps = int(task.opts["ddim_steps"]) if steps is None else steps
     if not (isinstance(steps, int) and 1 <= steps <= T):
         raise ValueError(f"--steps must be an integer in [1, {T}] (the run's T); got {steps!r}")
     eta = float(task.opts["ddim_eta"]) if eta is None else eta
+    task.options["ddim_eta"].validate("eta", eta)  # the task's own rule for --ddim-eta
     seed = DDIM_SEED if seed is None else seed
-    if not (math.isfinite(eta) and eta >= 0):
-        raise ValueError(f"--eta must be a number >= 0 (0: deterministic DDIM, 1: DDPM-like); got {eta}")
-    images = task.sample(trained.model, n, sampler="ddim", seed=seed, steps=steps, eta=eta)
+    images = task.sample(trained.model, n, sampler=sampler, seed=seed, steps=steps, eta=eta)
     return images, f"{name}: DDIM, {steps} steps, eta {eta:g}, seed {seed}"
 
 
