@@ -197,6 +197,23 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     x, _ = gather(test, torch.arange(len(test)))
     real_logits = penultimate_features(judge.model, judge.task.image.inputs(x.unsqueeze(1) if x.dim() == 3 else x))[0]
     assert q["real_confident_share"] == judge_summary(real_logits, 10)["confident_share"]  # the ceiling: real test digits
+    # --quality-seeds: each seed's samples judged alone (seed 3 is the one-seed figure), the mean and the worst extremes
+    q3 = judge_run(tmp_path / "ref", samples=8, ddim_steps=2, quality_seeds=3)
+    assert q3["sample_seeds"] == [3, 4, 5] and q3["samples"] == 24 and q3["samples_per_seed"] == 8
+    assert q3["per_seed"][0]["confident_share"] == q["confident_share"] and q3["per_seed"][0]["fid_lenet"] == q["fid_lenet"]
+    trained = nnatlas.load(tmp_path / "ref", weights="last")
+    trained.task.opts["ddim_steps"] = 2
+    for row in q3["per_seed"]:
+        logits = penultimate_features(judge.model, judge.task.image.inputs(trained.task.sample(trained.model, 8, seed=row["seed"])))[0]
+        assert row["confident_share"] == judge_summary(logits, 10)["confident_share"]
+    shares = [row["confident_share"] for row in q3["per_seed"]]
+    assert q3["confident_share"] == pytest.approx(sum(shares) / 3) and q3["confident_share_range"] == [min(shares), max(shares)]
+    assert q3["confident_share_std"] == pytest.approx(float(np.std(shares, ddof=1)))
+    assert q3["min_class_share"] == min(row["min_class_share"] for row in q3["per_seed"])
+    assert q3["max_class_share"] == max(row["max_class_share"] for row in q3["per_seed"])
+    assert q3["fid_lenet"] == pytest.approx(sum(row["fid_lenet"] for row in q3["per_seed"]) / 3)
+    with pytest.raises(ValueError, match="--quality-seeds must be an integer >= 1"):
+        judge_run(tmp_path / "ref", samples=8, quality_seeds=0)
 
     killed = tmp_path / "killed"
     kill_after_first_checkpoint(cmd, killed, env)
