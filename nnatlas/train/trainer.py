@@ -331,14 +331,18 @@ def _batches(order: Tensor, batch_size: int) -> list[Tensor]:
     return batches
 
 
-def _make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """SGD, Adam or AdamW as configured. On CUDA, Adam(W) is torch's fused one (one kernel for all the
+    parameters instead of a dozen per tensor group, as nanoGPT does): a small model's step is bound by
+    kernel launches there. Elsewhere torch's default (foreach) implementation."""
     wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum or 0.0, weight_decay=wd)
     betas = tuple(cfg.betas) if cfg.betas is not None else (0.9, 0.999)
+    fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, **fused)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, **fused)
 
 
 def _make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int, lr: float) -> torch.optim.lr_scheduler.LRScheduler:
@@ -599,11 +603,12 @@ class _Run:
         self.model = model.to(self.device)
         # --ema: a shadow copy that evaluation, artefacts and the saved weights use (checkpointed as ema.*)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.ema else None
+        self._ema_pairs: tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]] | None = None
         self.n_train = min(self.task.size("train"), cfg.limit_train or math.inf)  # type: ignore[type-var]
         self.steps_per_epoch = len(_batches(torch.empty(-(-self.n_train // ctx.world_size)), cfg.batch_size))
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer] * self.task.lr_scale
-        self.opt = _make_optimizer(cfg, self.task.param_groups(self.model), self.lr)
+        self.opt = _make_optimizer(cfg, self.task.param_groups(self.model), self.lr, self.device)
         self.sched = _make_schedule(cfg, self.opt, self.total_steps, self.lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.eval_batch = max(cfg.batch_size, 256)
@@ -815,12 +820,15 @@ class _Run:
         ExponentialMovingAverage with num_updates, so a short run's average does not keep the initial weights.
         Integer buffers (BatchNorm's counter) are copied."""
         d = min(self.cfg.ema, (1 + self.global_step) / (10 + self.global_step))
+        if self._ema_pairs is None:  # the same tensors every step (checkpoints load in place): listed once
+            pairs = list(zip(self.ema.state_dict().values(), self.model.state_dict().values()))
+            floats = [(s, w) for s, w in pairs if s.is_floating_point()]
+            self._ema_pairs = ([s for s, _ in floats], [w for _, w in floats], [(s, w) for s, w in pairs if not s.is_floating_point()])
+        shadows, weights, counters = self._ema_pairs
         with torch.no_grad():
-            for shadow, live in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
-                if shadow.is_floating_point():
-                    shadow.lerp_(live, 1 - d)
-                else:
-                    shadow.copy_(live)
+            torch._foreach_lerp_(shadows, weights, 1 - d)  # one call for all the tensors, not one per tensor
+            for shadow, live in counters:
+                shadow.copy_(live)
 
     @property
     def eval_model(self) -> nn.Module:

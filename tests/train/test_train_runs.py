@@ -180,3 +180,26 @@ def test_resume_compares_task_options_one_by_one(tmp_path: Path) -> None:
         config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "task_options": {"quality_every": 5}})
     with pytest.raises(ValueError, match=r"has ema=None; got 0.9"):
         config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "ema": 0.9})
+
+
+def test_ema_is_the_documented_average_of_the_weights_and_copies_counters(tmp_path: Path) -> None:
+    """--ema after one update: d = min(ema, 1 / 10), shadow = d * initial + (1 - d) * trained; BatchNorm's
+    integer counter is copied, not averaged (lenet_bn has both kinds)."""
+    from nnatlas import data
+    from nnatlas.train.tasks import task_class
+
+    cfg = TrainConfig(model="lenet_bn", data="digits", steps=1, batch_size=16, ema=0.999, seed=5, out=str(tmp_path / "run"),
+                      report=False, checkpoint_every=1)  # fmt: skip
+    train(cfg, progress=False)
+    tensors = load_checkpoint(tmp_path / "run", model_name="lenet_bn").tensors
+    torch.manual_seed(5)  # the trainer's initial weights
+    _, init = task_class("classification").fit("lenet_bn", data.load("digits"), {}, {})
+    state = init.state_dict()
+    floats = [k for k, v in state.items() if v.is_floating_point()]
+    assert any(k.endswith("num_batches_tracked") for k in state) and floats
+    for k, v in state.items():
+        trained, shadow = tensors[f"model.{k}"], tensors[f"ema.{k}"]
+        if v.is_floating_point():
+            assert torch.allclose(shadow, 0.1 * v + 0.9 * trained, atol=1e-6), k
+        else:
+            assert torch.equal(shadow, trained) and not torch.equal(shadow, v), k
