@@ -171,8 +171,9 @@ def test_ddim_eta_is_validated_and_ddpm_tinys_recipe_sets_it() -> None:
         with pytest.raises(ValueError, match="--ddim-eta must be a number >= 0"):
             TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": bad}).validate()
     TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 1.0}).validate()
-    assert TrainConfig(model="ddpm_tiny", steps=1).resolved().task_options == {"ddim_eta": 1.0}  # the card's recipe
-    assert TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 0.0}).resolved().task_options == {"ddim_eta": 0.0}
+    card = {"ddim_eta": 1.0, "quality_seeds": 5}  # the card's recipe: eta 1, the share judged over five sample seeds
+    assert TrainConfig(model="ddpm_tiny", steps=1).resolved().task_options == card
+    assert TrainConfig(model="ddpm_tiny", steps=1, task_options={"ddim_eta": 0.0}).resolved().task_options == card | {"ddim_eta": 0.0}
     assert TrainConfig(model="ddpm", steps=1).resolved().task_options == {}  # the task's default, Song et al.'s eta 0
 
 
@@ -190,7 +191,7 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     assert any(not torch.equal(ref_ckpt[f"model.{k}"], v) for k, v in saved.items())
     loaded = nnatlas.load(tmp_path / "ref", weights="last")
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in saved.items())
-    q = judge_run(tmp_path / "ref", samples=8, ddim_steps=2)  # on request: trains the judge into OUT/judge
+    q = judge_run(tmp_path / "ref", samples=8, ddim_steps=2, quality_seeds=1)  # on request: trains the judge into OUT/judge
     assert q["samples"] == 8 and 0 <= q["confident_share"] <= 1 and sum(q["class_histogram"]) == pytest.approx(1.0)
     assert (tmp_path / "ref" / "judge" / "final.json").is_file() and math.isfinite(q["fid_lenet"])
     judge, test = nnatlas.load(tmp_path / "ref" / "judge"), nnatlas.data.load("digits").test  # the run's offline data
@@ -212,6 +213,7 @@ def test_killed_mid_run_and_resumed_equals_uninterrupted_run_bitwise(tmp_path: P
     assert q3["min_class_share"] == min(row["min_class_share"] for row in q3["per_seed"])
     assert q3["max_class_share"] == max(row["max_class_share"] for row in q3["per_seed"])
     assert q3["fid_lenet"] == pytest.approx(sum(row["fid_lenet"] for row in q3["per_seed"]) / 3)
+    assert judge_run(tmp_path / "ref", samples=2, ddim_steps=1)["sample_seeds"] == [3, 4, 5, 6, 7]  # the card's five
     with pytest.raises(ValueError, match="--quality-seeds must be an integer >= 1"):
         judge_run(tmp_path / "ref", samples=8, quality_seeds=0)
 
