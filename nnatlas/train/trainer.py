@@ -72,8 +72,10 @@ DEFAULTS: dict[str, Any] = {"optimizer": "adam", "schedule": "onecycle", "batch_
 STOP_RULES = ("best", "window")  # how --patience counts (see Trainer._stop_due)
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(nnatlas.registry.Recipe) if f.name not in ("source", "task_options"))
 CURVES_EVERY_S = 10.0  # curves.png is redrawn at most this often during a run, and once at its end
-# Options that may differ when a run is resumed; every other one must equal the saved run's.
+# Options that may differ when a run is resumed (given anew; not given, the saved run's); every other one must equal the
+# saved run's. PER_CALL ones are never taken from the saved run.
 RESUME_FREE = frozenset({"device", "threads", "out", "resume", "overwrite", "data_dir", "report", "compile", "checkpoint_every", "patience", "stop_rule"})
+PER_CALL = frozenset({"out", "resume", "overwrite"})
 
 
 class DivergedError(ValueError):
@@ -227,7 +229,8 @@ def config_for_run(model: str, given: Mapping[str, Any]) -> TrainConfig:
     Without ``resume`` the card's recipe and the defaults fill the rest (see
     :meth:`TrainConfig.resolved`). With ``resume`` the saved run's ``config.json`` fills the
     rest, and a given option that differs from the saved one (other than those in
-    ``RESUME_FREE``) is an error: the resumed run would not be the same run.
+    ``RESUME_FREE``) is an error: the resumed run would not be the same run. A ``RESUME_FREE`` option
+    that is not given keeps the run's (its ``--patience``, ``--checkpoint-every``, ``--threads``).
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(given) - names)
@@ -252,7 +255,7 @@ def config_for_run(model: str, given: Mapping[str, Any]) -> TrainConfig:
     for key, value, was in pairs:
         if key not in RESUME_FREE and was is not absent and was != _jsonable(value):
             raise ValueError(f"--resume: the run in {cfg.run_dir} has {key}={was!r}; got {value!r} (resume with the same options, or train into a new --out)")
-    merged = {k: v for k, v in saved.items() if k in names and k not in RESUME_FREE}
+    merged = {k: v for k, v in saved.items() if k in names and k not in PER_CALL}
     merged.update({k: v for k, v in given.items() if k != "task_options"})
     merged["task_options"] = {**saved.get("task_options", {}), **given.get("task_options", {})}
     merged.pop("model", None)

@@ -182,6 +182,23 @@ def test_resume_compares_task_options_one_by_one(tmp_path: Path) -> None:
         config_for_run("ddpm_tiny", {"out": str(run), "resume": True, "ema": 0.9})
 
 
+def test_resume_keeps_the_runs_free_options_unless_given_anew(tmp_path: Path) -> None:
+    """--patience, --checkpoint-every, --threads may change on --resume; not given, they are the run's (a run resumed
+    without repeating its --patience still stops early), and out / resume / overwrite are never taken from it."""
+    from nnatlas.train.trainer import config_for_run
+
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = {"model": "lenet", "epochs": 3, "patience": 2, "stop_rule": "window", "checkpoint_every": 50, "threads": 2,
+             "out": "elsewhere", "resume": False, "overwrite": True}  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    cfg = config_for_run("lenet", {"out": str(run), "resume": True})
+    assert (cfg.patience, cfg.stop_rule, cfg.checkpoint_every, cfg.threads) == (2, "window", 50, 2)
+    assert (cfg.out, cfg.resume, cfg.overwrite) == (str(run), True, False)
+    cfg = config_for_run("lenet", {"out": str(run), "resume": True, "patience": 5, "checkpoint_every": 0, "threads": 1})
+    assert (cfg.patience, cfg.checkpoint_every, cfg.threads) == (5, 0, 1)
+
+
 def test_ema_is_the_documented_average_of_the_weights_and_copies_counters(tmp_path: Path) -> None:
     """--ema after one update: d = min(ema, 1 / 10), shadow = d * initial + (1 - d) * trained; BatchNorm's
     integer counter is copied, not averaged (lenet_bn has both kinds)."""
