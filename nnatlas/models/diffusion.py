@@ -431,12 +431,35 @@ class GaussianDiffusion:
         ab = self._at(self.alpha_bars, t, x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """L_simple (Algorithm 1): t ~ U{0..T-1}, eps ~ N(0, I), mean ||eps - model(x_t, t)||^2. Scalar."""
+    def snr(self) -> torch.Tensor:
+        """The signal-to-noise ratio of x_t, alpha_bar_t / (1 - alpha_bar_t): (T,) float64, falling with t."""
+        return self.alpha_bars / (1 - self.alpha_bars)
+
+    def min_snr_weights(self, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weights for epsilon prediction (Hang et al., 2023): min(SNR_t, gamma) / SNR_t, (T,) float64.
+
+        ||eps - eps_theta||^2 = SNR_t ||x_0 - x0_theta||^2, so L_simple weighs the x_0 error of step t by SNR_t;
+        these weights cap that at gamma: 1 where SNR_t <= gamma (the noisy steps that form the image), less at the
+        nearly clean steps. gamma = inf gives L_simple.
+        """
+        if not gamma > 0:
+            raise ValueError(f"min_snr_weights expects gamma > 0; got {gamma}")
+        snr = self.snr()
+        return snr.clamp(max=gamma) / snr
+
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, *, generator: torch.Generator | None = None, min_snr_gamma: float | None = None
+    ) -> torch.Tensor:
+        """L_simple (Algorithm 1): t ~ U{0..T-1}, eps ~ N(0, I), mean ||eps - model(x_t, t)||^2. Scalar.
+
+        ``min_snr_gamma``: each image's squared error weighted by :meth:`min_snr_weights` at its t."""
         B = x0.shape[0]
         t = torch.randint(0, self.num_timesteps, (B,), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
+        if min_snr_gamma is None:
+            return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
+        err = (model(self.q_sample(x0, t, noise), t) - noise).pow(2).flatten(1).mean(1)  # (B,)
+        return (self._at(self.min_snr_weights(min_snr_gamma), t, err) * err).mean()
 
     @torch.no_grad()
     def sample(

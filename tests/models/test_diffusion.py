@@ -119,6 +119,39 @@ def test_loss_is_epsilon_mse() -> None:
     assert model.conv_in.weight.grad is not None and model.conv_in.weight.grad.abs().sum() > 0
 
 
+def test_min_snr_weights_cap_the_x0_error_weight_at_gamma() -> None:
+    diffusion = GaussianDiffusion.linear()
+    ab = diffusion.alpha_bars
+    snr = ab / (1 - ab)
+    torch.testing.assert_close(diffusion.snr(), snr)
+    assert bool((snr[1:] < snr[:-1]).all())  # falls with t
+    w = diffusion.min_snr_weights(5.0)
+    noisy = snr <= 5
+    assert 0 < int((~noisy).sum()) < 200 and bool(w[noisy].eq(1).all())  # the first ~130 of T = 1000 steps are weighed less
+    torch.testing.assert_close(w[~noisy], 5 / snr[~noisy])
+    torch.testing.assert_close(w * snr, snr.clamp(max=5.0))  # the x_0 error's weight: min(SNR_t, gamma)
+    assert bool(diffusion.min_snr_weights(1e9).eq(1).all())
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="gamma > 0"):
+            diffusion.min_snr_weights(bad)
+
+
+def test_min_snr_loss_weighs_each_images_error_by_its_steps_weight() -> None:
+    model = _tiny_denoiser()
+    diffusion = GaussianDiffusion.linear(20)
+    x0 = torch.rand(6, 1, 8, 8) * 2 - 1
+    loss = diffusion.loss(model, x0, generator=torch.Generator().manual_seed(5), min_snr_gamma=2.0)
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 20, (6,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    per_image = ((model(diffusion.q_sample(x0, t, noise), t) - noise) ** 2).mean(dim=(1, 2, 3))  # (B,)
+    snr = (diffusion.alpha_bars / (1 - diffusion.alpha_bars))[t].float()
+    torch.testing.assert_close(loss, (torch.minimum(snr, torch.tensor(2.0)) / snr * per_image).mean())
+    assert loss < diffusion.loss(model, x0, generator=torch.Generator().manual_seed(5))  # weights <= 1, some < 1 here
+    big = diffusion.loss(model, x0, generator=torch.Generator().manual_seed(5), min_snr_gamma=1e9)  # every weight 1
+    torch.testing.assert_close(big, diffusion.loss(model, x0, generator=torch.Generator().manual_seed(5)))
+
+
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
 def test_samplers_shape_and_seeding(sampler: str) -> None:
     model = _tiny_denoiser()

@@ -161,6 +161,27 @@ def test_evaluation_draws_are_fixed_per_image_and_training_draws_come_from_the_g
     assert 0 <= int(a["t"].min()) and int(a["t"].max()) < 1000
 
 
+def test_min_snr_gamma_weighs_the_training_loss_and_leaves_the_test_loss_l_simple() -> None:
+    images = torch.rand(6, 1, 8, 8)
+    plain, net = DiffusionTask.fit("ddpm_tiny", _bundle(images), {}, {"ch": 8, "num_groups": 4})
+    weighted, _ = DiffusionTask.fit("ddpm_tiny", _bundle(images), {"min_snr_gamma": 5.0}, {"ch": 8, "num_groups": 4})
+    torch.manual_seed(0)
+    for module in net.modules():  # the official init zeroes the output conv: a model predicting 0 hides the weights
+        if isinstance(module, nn.Conv2d) and not module.weight.any():
+            nn.init.normal_(module.weight, std=0.05)
+    batch = plain.batch("train", torch.arange(6), device=CPU, generator=torch.Generator().manual_seed(0))
+    batch["t"] = torch.tensor([0, 10, 60, 200, 500, 999])  # three steps with SNR > 5, three below
+    per_image = plain._sq_error(net, batch).flatten(1).mean(1)
+    snr = plain.diffusion.snr()[batch["t"]].float()
+    assert int((snr > 5).sum()) == 3
+    torch.testing.assert_close(plain.loss(net, batch), per_image.mean())
+    torch.testing.assert_close(weighted.loss(net, batch), (snr.clamp(max=5.0) / snr * per_image).mean())
+    torch.testing.assert_close(weighted.sums(net, batch), plain.sums(net, batch))  # the test loss: unweighted L_simple
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="--min-snr-gamma must be a number >= 0"):
+            TrainConfig(model="ddpm_tiny", steps=1, task_options={"min_snr_gamma": bad}).validate()
+
+
 def test_ema_is_validated() -> None:
     with pytest.raises(ValueError, match="--ema must be"):
         TrainConfig(model="ddpm_tiny", steps=1, ema=1.0).validate()

@@ -15,7 +15,8 @@ chain ends as noisy), or ``--noise-schedule cosine``.
 
 Loss: L_simple (Algorithm 1), the mean squared error between the noise eps and eps_theta(x_t, t),
 with t ~ U{0..T-1} and eps ~ N(0, I) drawn from the trainer's per-step generator (a killed run
-resumes bitwise). Metric: ``test_loss``, the same loss on the first ``--test-images`` test images
+resumes bitwise); ``--min-snr-gamma G`` weights each image's error by min(SNR_t, G) / SNR_t (Hang et
+al., 2023: the nearly clean steps, where L_simple weighs the x_0 error by SNR_t, count less). Metric: ``test_loss``, the same loss on the first ``--test-images`` test images
 with one fixed (t, eps) per image (seeded by the image's index), so evaluations are comparable.
 
 Artefacts at each evaluation: a grid of samples of the ancestral DDPM sampler (Algorithm 2,
@@ -215,6 +216,11 @@ def _count(v: Any) -> bool:
 DIFFUSION_OPTIONS = {
     "noise_schedule": Option(str, "linear", "the beta schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal)",
                              check=lambda v: v in ("linear", "cosine"), expect="linear or cosine"),
+    "min_snr_gamma": Option(float, 0.0, "train with Min-SNR-gamma weights min(SNR_t, gamma) / SNR_t on each image's "
+                            "squared error (Hang et al., 2023; 5 in the paper); 0: Ho et al.'s unweighted L_simple. "
+                            "The test loss stays L_simple",
+                            check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+                            expect="a number >= 0"),
     "test_images": Option(int, 2000, "test images of the test loss (each with a fixed t and noise)",
                           check=lambda v: _count(v) and v >= 1, expect="an integer >= 1"),
     "ddpm_samples": Option(int, 16, "images of the ancestral-sampler grid at each evaluation (T model calls; 0: none)",
@@ -350,7 +356,12 @@ class DiffusionTask(Task):
         return (model(x_t, batch["t"]).float() - batch["noise"]).pow(2)  # (B, C, S, S): ||eps - eps_theta(x_t, t)||^2
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return self._sq_error(model, batch).mean()  # L_simple
+        gamma = float(self.opts["min_snr_gamma"])
+        if not gamma:
+            return self._sq_error(model, batch).mean()  # L_simple
+        err = self._sq_error(model, batch).flatten(1).mean(1)  # (B,): each image's ||eps - eps_theta||^2 / pixels
+        weights = self.diffusion.min_snr_weights(gamma).to(err.device, torch.float32)[batch["t"]]  # (B,)
+        return (weights * err).mean()
 
     def sums(self, model: nn.Module, batch: Batch) -> Tensor:
         per_image = self._sq_error(model, batch).flatten(1).mean(1).double()  # (B,)
