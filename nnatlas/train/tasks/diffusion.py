@@ -16,8 +16,9 @@ chain ends as noisy), or ``--noise-schedule cosine``.
 Loss: L_simple (Algorithm 1), the mean squared error between the noise eps and eps_theta(x_t, t),
 with t ~ U{0..T-1} and eps ~ N(0, I) drawn from the trainer's per-step generator (a killed run
 resumes bitwise); ``--min-snr-gamma G`` weights each image's error by min(SNR_t, G) / SNR_t (Hang et
-al., 2023: the nearly clean steps, where L_simple weighs the x_0 error by SNR_t, count less). Metric: ``test_loss``, the same loss on the first ``--test-images`` test images
-with one fixed (t, eps) per image (seeded by the image's index), so evaluations are comparable.
+al., 2023: the nearly clean steps, where L_simple weighs the x_0 error by SNR_t, count less).
+Metric: ``test_loss``, L_simple on the first ``--test-images`` test images with one fixed (t, eps)
+per image (seeded by the image's index), so evaluations are comparable.
 
 Artefacts at each evaluation: a grid of samples of the ancestral DDPM sampler (Algorithm 2,
 T steps; ``--ddpm-samples`` of them) and one of DDIM (Song et al., 2021; ``--ddim-steps`` 50,
