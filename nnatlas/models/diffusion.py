@@ -458,8 +458,13 @@ class GaussianDiffusion:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if min_snr_gamma is None:
             return F.mse_loss(model(self.q_sample(x0, t, noise), t), noise)
-        err = (model(self.q_sample(x0, t, noise), t) - noise).pow(2).flatten(1).mean(1)  # (B,)
-        return (self._at(self.min_snr_weights(min_snr_gamma), t, err) * err).mean()
+        sq_error = (model(self.q_sample(x0, t, noise), t) - noise).pow(2)
+        return self.weighted_mean(sq_error, t, self.min_snr_weights(min_snr_gamma))
+
+    def weighted_mean(self, sq_error: torch.Tensor, t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Each image's mean squared error times the weight of its step, averaged: sq_error (B, ...), t (B,), weights (T,)."""
+        per_image = sq_error.flatten(1).mean(1)  # (B,)
+        return (self._at(weights, t, per_image) * per_image).mean()
 
     @torch.no_grad()
     def sample(

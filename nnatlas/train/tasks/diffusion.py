@@ -280,6 +280,8 @@ class DiffusionTask(Task):
         else:  # Ho et al.'s 1e-4 .. 0.02 for T = 1000, scaled by 1000 / T otherwise
             betas = linear_beta_schedule(T, 1e-4 * 1000 / T, min(0.02 * 1000 / T, 0.999))
         self.diffusion = GaussianDiffusion(betas)
+        gamma = float(self.opts["min_snr_gamma"])  # the training loss's step weights (None: L_simple), computed once
+        self.loss_weights = self.diffusion.min_snr_weights(gamma) if gamma else None
         # the judge's features of the test set and the real side of quality.json (computed once)
         self._real: tuple[Tensor, dict[str, Any]] | None = None
 
@@ -357,12 +359,9 @@ class DiffusionTask(Task):
         return (model(x_t, batch["t"]).float() - batch["noise"]).pow(2)  # (B, C, S, S): ||eps - eps_theta(x_t, t)||^2
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        gamma = float(self.opts["min_snr_gamma"])
-        if not gamma:
+        if self.loss_weights is None:
             return self._sq_error(model, batch).mean()  # L_simple
-        err = self._sq_error(model, batch).flatten(1).mean(1)  # (B,): each image's ||eps - eps_theta||^2 / pixels
-        weights = self.diffusion.min_snr_weights(gamma).to(err.device, torch.float32)[batch["t"]]  # (B,)
-        return (weights * err).mean()
+        return self.diffusion.weighted_mean(self._sq_error(model, batch), batch["t"], self.loss_weights)
 
     def sums(self, model: nn.Module, batch: Batch) -> Tensor:
         per_image = self._sq_error(model, batch).flatten(1).mean(1).double()  # (B,)
