@@ -567,7 +567,7 @@ def _images_and_steps(channels: int, size: int, num_timesteps: int = 1000) -> ob
 
 _SEED = Seed("003_979c5363c5233b21.txt", "Diffusion (named only)")
 _TINY = DDPMConfig(
-    image_size=28, in_channels=1, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(14,), dropout=0.0, num_groups=8
+    image_size=28, in_channels=1, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(14,), dropout=0.0, num_groups=8
 )
 
 
@@ -607,9 +607,10 @@ def ddpm(**overrides: object) -> DDPMUNet:
         output_shape=(1, 28, 28),
         task="diffusion",
         seed=_SEED,
-        notes="The DDPM U-Net at MNIST size for tests and quick training: ch 16, ch_mult (1, 2, 4) "
-        "(28 -> 14 -> 7; 16, 32, 64 channels), 1 residual block per level, attention at 14x14, GroupNorm(8), "
-        "no dropout (649,329 parameters). Half the CPU time of ch 32 with (1, 2, 2) per step and per sample.",
+        notes="The DDPM U-Net at MNIST size: ch 32, ch_mult (1, 2, 4) (28 -> 14 -> 7; 32, 64, 128 channels), "
+        "1 residual block per level, attention at 14x14, GroupNorm(8), no dropout (2,586,337 parameters; the official "
+        "CIFAR-10 model is 35.7M). Width is what its sample quality needs: ch 16 (649,329 parameters, `--model-arg ch=16`, "
+        "a third of the CPU time per step) stays under 90% confident samples at 24,000 and 48,000 steps. Tests shrink it further.",
         recipe=Recipe(
             optimizer="adam", lr=2e-3, schedule="onecycle", batch_size=64, steps=24000, eval_every=6000, clip_grad=1.0, ema=0.999,
             task_options={"ddim_eta": 1.0, "quality_seeds": 5},

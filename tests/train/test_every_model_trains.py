@@ -44,7 +44,7 @@ TINY: dict[str, dict[str, Any]] = {
     "lstm_lm": {"hidden_size": 64},
     "gru_lm": {"hidden_size": 64},
     "ddpm": {"ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "num_groups": 8, "num_timesteps": 50},  # T = 50: the DDPM grid in 50 calls
-    "ddpm_tiny": {"num_timesteps": 50},
+    "ddpm_tiny": {"ch": 16, "num_timesteps": 50},
     "gcn": {"dropout": 0.0},  # karate's two labelled nodes under dropout 0.5 fall too slowly in 30 steps at lr 3e-3
 }
 STEPS = 3
